@@ -1,0 +1,47 @@
+# perlinsos: two commands set everything up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN = $(UV) run --frozen
+
+.PHONY: run up test lint typecheck unit flow bench asyncapi sync clean
+
+.venv/.synced: uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet uv
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+sync: .venv/.synced
+
+## The main job: embedded stack, synthetic 24,300 cohort, per-funding-line report, stop.
+run: sync
+	$(RUN) perlinsos cohort
+
+## Start the stack and run until Ctrl-C.
+up: sync
+	$(RUN) perlinsos up
+
+## Lint, type-check, then every test (unit and flow, against a real broker and PostgreSQL).
+test: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+	$(RUN) pytest
+
+unit: sync
+	$(RUN) pytest -m "not flow"
+
+flow: sync
+	$(RUN) pytest -m flow
+
+## Benchmarks (separate from tests; figures go in docs/benchmarks.md).
+bench: sync
+	$(RUN) python -m benchmarks
+
+## Regenerate the AsyncAPI document of every topic from the code.
+asyncapi: sync
+	$(RUN) python -m perlinsos_shared.asyncapi > docs/asyncapi.json
+
+clean:
+	rm -rf .perlinsos .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,174 @@
+"""Publishing to `registry.intake.v1` exactly as an upstream agency does, and listening
+for what comes back (rejections, decisions, SMS deliveries, finance summaries)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from perlinsos_shared.clock import now_local
+from perlinsos_shared.envelope import CONTENT_TYPE
+from perlinsos_shared.events import EnrolmentSubmitted
+from perlinsos_shared.topics import DECISIONS, DELIVERIES, INTAKE, INTAKE_REJECTED, SUMMARIES
+
+tracer = trace.get_tracer("perlinsos.agency")
+
+
+def submission_event(agency: str, data: dict[str, Any]) -> bytes:
+    """A `perlinsos.enrolment.submitted.v1` CloudEvent, structured mode, as JSON bytes."""
+    envelope = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": f"agency/{agency}",
+        "type": EnrolmentSubmitted.event_type,
+        "time": now_local().isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return json.dumps(envelope).encode()
+
+
+async def publish_submissions(
+    bootstrap: str,
+    items: Iterable[tuple[str, str, dict[str, Any]]],
+    on_sent: Callable[[int], None] | None = None,
+) -> int:
+    """Publish (agency, nik key, data) submissions; each starts its own trace."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024
+    )
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for agency, key, data in items:
+            with tracer.start_as_current_span(
+                f"{INTAKE.name} publish",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": INTAKE.name,
+                    "perlinsos.agency": agency,
+                },
+            ):
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                headers = [("content-type", CONTENT_TYPE.encode())] + [
+                    (k, v.encode()) for k, v in carrier.items()
+                ]
+                pending.append(
+                    await producer.send(
+                        INTAKE.name,
+                        submission_event(agency, data),
+                        key=key.encode(),
+                        headers=headers,
+                    )
+                )
+            sent += 1
+            if len(pending) >= 2000:
+                for f in pending:
+                    await f
+                if on_sent:
+                    on_sent(len(pending))
+                pending.clear()
+        for f in pending:
+            await f
+        if on_sent and pending:
+            on_sent(len(pending))
+    finally:
+        await producer.stop()
+    return sent
+
+
+@dataclass
+class Outcomes:
+    """What the agency and finance sides have seen so far."""
+
+    rejections: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    decisions: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    deliveries: dict[str, str] = field(default_factory=dict)  # decision_id -> status
+    summaries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def settled(self, keys: set[tuple[str, str]]) -> int:
+        return sum(1 for k in keys if k in self.rejections or k in self.decisions)
+
+    def reasons_by(self, keys: set[tuple[str, str]]) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for k in keys:
+            for code in self.rejections.get(k, []):
+                out[code] += 1
+            d = self.decisions.get(k)
+            if d is not None and d["outcome"] == "ineligible":
+                out.update(r["code"] for r in d["reasons"])
+        return out
+
+
+class Listener:
+    """Reads the reply, decision, delivery and summary topics from the beginning."""
+
+    TOPICS = (INTAKE_REJECTED, DECISIONS, DELIVERIES, SUMMARIES)
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=5000,
+        )
+        self.outcomes = Outcomes()
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        parts = []
+        for t in self.TOPICS:
+            for p in self.consumer.partitions_for_topic(t.name) or range(t.partitions):
+                parts.append(TopicPartition(t.name, p))
+        self.consumer.assign(parts)
+        await self.consumer.seek_to_beginning(*parts)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def poll(self, timeout_ms: int = 200) -> int:
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=20000)
+        n = 0
+        o = self.outcomes
+        for tp, records in batches.items():
+            for r in records:
+                n += 1
+                try:
+                    event = json.loads(r.value)
+                except (TypeError, ValueError):
+                    continue
+                data = event.get("data") or {}
+                if tp.topic == INTAKE_REJECTED.name:
+                    o.rejections[(str(data.get("agency")), str(data.get("request_id")))] = [
+                        x["code"] for x in data.get("reasons", [])
+                    ]
+                elif tp.topic == DECISIONS.name:
+                    key = (data["agency"], data["request_id"])
+                    if data["outcome"] != "exited" and key not in o.decisions:
+                        o.decisions[key] = data
+                elif tp.topic == DELIVERIES.name:
+                    o.deliveries[data["decision_id"]] = data["status"]
+                elif tp.topic == SUMMARIES.name:
+                    k = (data["funding_line"], data["period"])
+                    if k not in o.summaries or o.summaries[k]["revision"] < data["revision"]:
+                        o.summaries[k] = data
+        return n
+
+
+def by_line(pairs: Iterable[tuple[tuple[str, str], str]]) -> dict[str, set[tuple[str, str]]]:
+    out: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for key, line in pairs:
+        out[line].add(key)
+    return out

@@ -1,0 +1,156 @@
+"""The `perlinsos` command: run the stack, run the cohort, and each service's commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from perlinsos_cli.stack import Stack
+from perlinsos_eligibility.cli import app as eligibility_app
+from perlinsos_notify.cli import app as notify_app
+from perlinsos_premium.cli import app as premium_app
+from perlinsos_registry.cli import app as registry_app
+from perlinsos_shared.settings import get_settings, remove_stack_file, write_stack_file
+
+app = typer.Typer(
+    help="perlinsos: Batam's social-protection programme for vulnerable workers.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(registry_app, name="registry")
+app.add_typer(eligibility_app, name="eligibility")
+app.add_typer(premium_app, name="premium")
+app.add_typer(notify_app, name="notify")
+
+console = Console()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _install_signal_handlers() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _print_stack(stack: Stack) -> None:
+    table = Table(title="perlinsos is up", show_header=True)
+    table.add_column("part")
+    table.add_column("where")
+    kafka_kind = "embedded Tansu" if stack.kafka else "external"
+    pg_kind = "embedded PostgreSQL" if stack.postgres else "external"
+    table.add_row(f"Kafka ({kafka_kind})", stack.bootstrap_servers)
+    table.add_row(f"PostgreSQL ({pg_kind})", _hide_password(stack.database_url))
+    for svc in stack.services:
+        table.add_row(
+            f"service {svc.name}",
+            f"{svc.health_url}/readyz  /metrics  log {svc.log_path}",
+        )
+    table.add_row("state directory", str(stack.state_dir.resolve()))
+    table.add_row("SMS file sink", str(stack.settings.sms_file.resolve()))
+    console.print(table)
+
+
+def _hide_password(url: str) -> str:
+    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
+    return url
+
+
+def _start(stack: Stack) -> None:
+    t0 = time.monotonic()
+    with console.status("starting broker, PostgreSQL and the four services..."):
+        stack.start()
+    write_stack_file(stack.settings, stack.bootstrap_servers, stack.database_url)
+    console.print(f"[green]ready in {time.monotonic() - t0:.1f}s[/green]")
+    _print_stack(stack)
+
+
+@app.command()
+def up(
+    kafka_port: int = typer.Option(9092, help="embedded broker port"),
+    pg_port: int = typer.Option(5433, help="embedded PostgreSQL port"),
+    http_port: int = typer.Option(8081, help="first of four health/metrics ports"),
+) -> None:
+    """Start broker, PostgreSQL and the four services; run until Ctrl-C or SIGTERM."""
+    stop = _install_signal_handlers()
+    stack = Stack(get_settings(), kafka_port=kafka_port, pg_port=pg_port, http_port_base=http_port)
+    try:
+        _start(stack)
+        console.print("running; Ctrl-C to stop")
+        while not stop.wait(0.5):
+            dead = stack.alive()
+            if dead:
+                console.print(f"[red]service exited: {', '.join(dead)}[/red]")
+                raise typer.Exit(1)
+    finally:
+        with console.status("stopping..."):
+            stack.stop()
+            remove_stack_file(stack.settings)
+        console.print("stopped")
+
+
+@app.command()
+def cohort(
+    size: int = typer.Option(24_300, help="people in the synthetic cohort"),
+    seed: int = typer.Option(2025, help="random seed of the cohort"),
+    fault_rate: float = typer.Option(0.03, help="share of submissions with a deliberate fault"),
+    fresh: bool = typer.Option(
+        True, help="embedded stack only: start from an empty state directory"
+    ),
+    kafka_port: int = typer.Option(9092),
+    pg_port: int = typer.Option(5433),
+    http_port: int = typer.Option(8081),
+    timeout: float = typer.Option(600, help="seconds to wait for every outcome"),
+) -> None:
+    """The main job: start the stack, run the synthetic cohort through it, report, stop."""
+    import asyncio
+
+    from perlinsos_cli.cohort_run import generate, print_report, run_cohort
+
+    settings = get_settings()
+    embedded = not (settings.kafka_bootstrap_servers or settings.database_url)
+    if fresh and embedded and settings.state_dir.exists():
+        shutil.rmtree(settings.state_dir)
+    stop = _install_signal_handlers()
+    stack = Stack(settings, kafka_port=kafka_port, pg_port=pg_port, http_port_base=http_port)
+    try:
+        _start(stack)
+        with console.status(f"generating {size:,} synthetic enrolments..."):
+            subs = generate(size, seed, fault_rate)
+        report = asyncio.run(
+            run_cohort(stack.bootstrap_servers, stack.database_url, subs, console, timeout=timeout)
+        )
+        print_report(report, console)
+        if stop.is_set():
+            raise typer.Exit(130)
+    finally:
+        with console.status("stopping..."):
+            stack.stop()
+            remove_stack_file(stack.settings)
+        console.print("stopped")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

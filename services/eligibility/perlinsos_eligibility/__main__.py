@@ -1,0 +1,3 @@
+from perlinsos_eligibility.app import main
+
+main()

@@ -1,0 +1,3 @@
+from perlinsos_notify.app import main
+
+main()

@@ -1,0 +1,3 @@
+from perlinsos_premium.app import main
+
+main()

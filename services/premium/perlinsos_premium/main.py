@@ -1,0 +1,5 @@
+"""FastStream entry point: `faststream run perlinsos_premium.main:app`."""
+
+from perlinsos_premium.app import build
+
+app = build().app

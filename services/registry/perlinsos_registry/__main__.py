@@ -1,0 +1,3 @@
+from perlinsos_registry.app import main
+
+main()

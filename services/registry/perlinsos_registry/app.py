@@ -1,0 +1,19 @@
+"""The registry service: intake from agencies in, participants out."""
+
+from __future__ import annotations
+
+from perlinsos_registry.handlers import handle_intake, on_undecodable
+from perlinsos_shared.service import ServiceRuntime
+from perlinsos_shared.settings import Settings
+from perlinsos_shared.topics import INTAKE
+
+
+def build(settings: Settings | None = None) -> ServiceRuntime:
+    """The registry service, wired: subscriptions, handlers, background loops."""
+    runtime = ServiceRuntime("registry", settings)
+    runtime.consume(INTAKE, handle_intake, on_undecodable=on_undecodable)
+    return runtime
+
+
+def main() -> None:
+    build().run()

@@ -1,0 +1,30 @@
+"""Intake reason codes: stable identifiers agencies program against, Indonesian messages."""
+
+from __future__ import annotations
+
+from perlinsos_shared.events import Reason
+
+MESSAGES: dict[str, str] = {
+    "SCHEMA_INVALID": "Format pesan tidak sesuai kontrak intake",
+    "SOURCE_MISMATCH": "Kolom source tidak sesuai dengan kode instansi (agency)",
+    "NIK_INVALID": "NIK tidak valid (harus 16 digit dengan kode wilayah dan tanggal lahir yang sah)",
+    "BIRTH_DATE_MISMATCH": "Tanggal lahir tidak sesuai dengan NIK",
+    "SEX_MISMATCH": "Jenis kelamin tidak sesuai dengan NIK",
+    "PHONE_INVALID": "Nomor telepon tidak valid",
+    "PHONE_NOT_MOBILE": "Nomor telepon bukan nomor seluler Indonesia; SMS tidak dapat dikirim",
+    "ADDRESS_INCOMPLETE": "Alamat KTP belum lengkap (kecamatan, kelurahan, RT dan RW wajib diisi)",
+    "EVIDENCE_MISSING": "Bukti pekerjaan/peran belum dilampirkan",
+    "AGENCY_NOT_ALLOWED": "Instansi ini tidak berwenang mendaftarkan pekerjaan tersebut",
+    "DUPLICATE_NIK": "NIK sudah terdaftar sebagai peserta",
+    "UNKNOWN_NIK": "NIK tidak terdaftar sebagai peserta",
+    "EXIT_BEFORE_ENROLMENT": "Tanggal keluar lebih awal dari tanggal pendaftaran",
+    "ALREADY_EXITED": "Peserta sudah tercatat keluar",
+    "UNKNOWN_EVENT_TYPE": "Jenis event tidak dikenal untuk topik intake",
+}
+
+
+def reason(code: str, field: str | None = None, detail: str | None = None) -> Reason:
+    message = MESSAGES[code]
+    if detail:
+        message = f"{message}: {detail}"
+    return Reason(code=code, field=field, message=message)

@@ -1,0 +1,113 @@
+"""PostgreSQL: one schema and one role per service, forward-only migrations at start.
+
+A service connects with `DATABASE_URL`; each pooled connection then works as the
+service's own role (`perlinsos_<service>`) with its schema as the search path, so it
+can reach nothing else. Migrations are the `.sql` files of the service's package,
+applied in name order, each once, under an advisory lock (several instances may start
+together).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger("perlinsos.db")
+
+SHARED_MIGRATIONS = "perlinsos_shared.migrations"
+
+
+def role_name(service: str) -> str:
+    return f"perlinsos_{service}"
+
+
+async def _bootstrap(url: str, service: str) -> bool:
+    """Create the service's role and schema if missing (needs a privileged URL once)."""
+    role = role_name(service)
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('perlinsos-bootstrap'))")
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            if not exists:
+                try:
+                    await conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+                except asyncpg.InsufficientPrivilegeError:
+                    log.warning("cannot create role %s; using the login role as is", role)
+                    return False
+            await conn.execute(f'GRANT "{role}" TO CURRENT_USER')
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{service}" AUTHORIZATION "{role}"')
+            await conn.execute(f'REVOKE ALL ON SCHEMA public FROM "{role}"')
+        return True
+    finally:
+        await conn.close()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    url: str, service: str, *, min_size: int = 1, max_size: int = 4
+) -> asyncpg.Pool:
+    """A pool whose every connection works as the service's role, in its schema.
+
+    Role and search path are startup parameters, so the pool's reset on release
+    (`RESET ALL`) returns to them rather than to the login role.
+    """
+    has_role = await _bootstrap(url, service)
+    server_settings = {"search_path": f'"{service}"'}
+    if has_role:
+        server_settings["role"] = role_name(service)
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings=server_settings,
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool
+
+
+def _migration_files(package: str) -> list[tuple[str, str]]:
+    root = resources.files(package)
+    files = sorted((p for p in root.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    return [(p.name, p.read_text(encoding="utf-8")) for p in files]
+
+
+async def migrate(pool: asyncpg.Pool, service: str, packages: Sequence[str]) -> list[str]:
+    """Apply every migration not yet applied, in order; return the versions applied now."""
+    applied_now: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{service}")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for package in packages:
+            namespace = package.split(".")[0]
+            for name, sql in _migration_files(package):
+                version = f"{namespace}/{name}"
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations(version) VALUES ($1)", version)
+                applied_now.append(version)
+    if applied_now:
+        log.info("applied migrations", extra={"versions": applied_now, "service": service})
+    return applied_now
+
+
+async def open_service_db(url: str, service: str, pool_size: int = 4) -> asyncpg.Pool:
+    """Pool for a service with the shared tables (outbox, inbox) and its own migrations."""
+    pool = await create_pool(url, service, max_size=pool_size)
+    await migrate(pool, service, [SHARED_MIGRATIONS, f"perlinsos_{service}.migrations"])
+    return pool

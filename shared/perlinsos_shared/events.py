@@ -1,0 +1,218 @@
+"""Every event model carried in the CloudEvents `data` field, one class per `type`.
+
+Public contracts (intake, intake replies, finance summaries) follow DESIGN.md exactly;
+internal topics are the services' own design. Unknown fields are ignored everywhere so
+producers can add fields without breaking consumers; a new meaning gets a new version.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    event_type: ClassVar[str]
+
+
+class Occupation(StrEnum):
+    OJEK_DARING = "OJEK_DARING"
+    BECAK = "BECAK"
+    BOAT_PANCUNG = "BOAT_PANCUNG"
+    NELAYAN = "NELAYAN"
+    KETUA_RT = "KETUA_RT"
+    KETUA_RW = "KETUA_RW"
+    KADER_POSYANDU = "KADER_POSYANDU"
+    KADER_SIAGA = "KADER_SIAGA"
+    KETUA_LPM = "KETUA_LPM"
+
+
+class FundingLine(StrEnum):
+    PERWAKO_49_2025 = "PERWAKO-49-2025"
+    PERWAKO_30_2025 = "PERWAKO-30-2025"
+    PERWAKO_3_2023 = "PERWAKO-3-2023"
+
+
+class ExitReason(StrEnum):
+    DECEASED = "DECEASED"
+    MOVED_AWAY = "MOVED_AWAY"
+    ROLE_ENDED = "ROLE_ENDED"
+    OTHER = "OTHER"
+
+
+class Address(BaseModel):
+    """The KTP domicile. Parts may be missing on intake; registry reports that."""
+
+    model_config = ConfigDict(extra="ignore")
+    kecamatan: str | None = None
+    kelurahan: str | None = None
+    rt: str | None = None
+    rw: str | None = None
+    street: str | None = None
+
+
+class Evidence(BaseModel):
+    """What proves the occupation: a decree, a KUSUKA card, a platform id or association."""
+
+    model_config = ConfigDict(extra="ignore")
+    sk_number: str | None = None
+    kusuka_number: str | None = None
+    platform: str | None = None
+    driver_id: str | None = None
+    association: str | None = None
+
+
+# --- registry.intake.v1 (public: upstream agencies -> registry) -------------------------
+
+
+class EnrolmentSubmitted(Contract):
+    event_type: ClassVar[str] = "perlinsos.enrolment.submitted.v1"
+    agency: str = Field(min_length=1, description="agency code, e.g. DISHUB; matches source")
+    request_id: str = Field(min_length=1, description="the agency's own reference")
+    nik: str = Field(description="16 digits")
+    full_name: str = Field(min_length=1)
+    birth_date: date
+    sex: Literal["L", "P"]
+    phone: str
+    address: Address
+    occupation: Occupation
+    evidence: Evidence = Field(default_factory=Evidence)
+    existing_bpjs_tk: bool = False
+
+
+class ExitReported(Contract):
+    event_type: ClassVar[str] = "perlinsos.enrolment.exit-reported.v1"
+    agency: str = Field(min_length=1)
+    request_id: str = Field(min_length=1)
+    nik: str
+    reason: ExitReason
+    effective_date: date
+
+
+# --- registry.intake-rejected.v1 (public: registry -> agencies) -----------------------
+
+
+class Reason(BaseModel):
+    """One problem: a stable upper-case code, the field concerned, an Indonesian message."""
+
+    code: str
+    field: str | None = None
+    message: str
+
+
+class IntakeRejected(Contract):
+    event_type: ClassVar[str] = "perlinsos.intake.rejected.v1"
+    agency: str | None
+    request_id: str | None
+    nik_masked: str | None
+    reasons: list[Reason]
+
+
+# --- registry.participants.v1 (internal: registry -> eligibility) ---------------------
+
+
+class ParticipantEnrolled(Contract):
+    event_type: ClassVar[str] = "perlinsos.participant.enrolled.v1"
+    participant_id: str
+    nik: str
+    full_name: str
+    birth_date: date
+    sex: Literal["L", "P"]
+    phone_e164: str
+    address: Address
+    occupation: Occupation
+    existing_bpjs_tk: bool
+    agency: str
+    request_id: str
+    enrolled_at: datetime
+
+
+class ParticipantExited(Contract):
+    event_type: ClassVar[str] = "perlinsos.participant.exited.v1"
+    participant_id: str
+    agency: str
+    request_id: str
+    reason: ExitReason
+    effective_date: date
+
+
+# --- eligibility.decisions.v1 (internal: eligibility -> premium, notify) --------------
+
+
+class DecisionReason(BaseModel):
+    code: str
+    message: str
+
+
+Outcome = Literal["eligible", "ineligible", "waitlisted", "exited"]
+
+
+class EligibilityDecided(Contract):
+    """A decision on one participant. `exited` ends cover on `cover_end`."""
+
+    event_type: ClassVar[str] = "perlinsos.eligibility.decided.v1"
+    decision_id: str
+    participant_id: str
+    outcome: Outcome
+    reasons: list[DecisionReason] = Field(default_factory=list)
+    funding_line: FundingLine | None = None
+    cover_start: date | None = None
+    cover_end: date | None = None
+    rule_version: str
+    promoted: bool = False
+    occupation: Occupation
+    agency: str
+    request_id: str
+    first_name: str
+    phone_e164: str
+    decided_at: datetime
+
+
+# --- premium.summaries.v1 (public: premium -> finance) --------------------------------
+
+
+class PremiumSummary(Contract):
+    event_type: ClassVar[str] = "perlinsos.premium.summary.v1"
+    funding_line: FundingLine
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    status: Literal["provisional", "closed"]
+    revision: int = Field(ge=1)
+    participants: int = Field(ge=0)
+    jkk_idr: int
+    jkm_idr: int
+    adjustments_idr: int
+    amount_idr: int
+    budget_idr: int
+    budget_used_idr: int
+
+
+# --- notify.deliveries.v1 (internal: notify -> operators) -----------------------------
+
+
+class SmsDelivery(Contract):
+    event_type: ClassVar[str] = "perlinsos.sms.delivery.v1"
+    participant_id: str
+    decision_id: str
+    template: str
+    status: Literal["accepted", "failed", "undeliverable"]
+    provider: str
+    provider_message_id: str | None = None
+    segments: int | None = None
+    attempts: int = 1
+    error: str | None = None
+
+
+ALL_EVENTS: tuple[type[Contract], ...] = (
+    EnrolmentSubmitted,
+    ExitReported,
+    IntakeRejected,
+    ParticipantEnrolled,
+    ParticipantExited,
+    EligibilityDecided,
+    PremiumSummary,
+    SmsDelivery,
+)

@@ -1,0 +1,160 @@
+"""Transactional outbox and its relay.
+
+Handlers add events to an `Outbox` while they change state; `flush` writes them in the
+same transaction (one round trip). The relay publishes unpublished rows in id order
+(commit order per key: one participant's rows are serialised by that participant's row
+locks), with the trace context stored beside each row, and marks them published.
+Only one relay per service runs at a time (a PostgreSQL advisory lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from opentelemetry import context as otel_context
+
+from perlinsos_shared.envelope import CONTENT_TYPE, CloudEvent, encode
+from perlinsos_shared.telemetry import context_from_headers
+
+log = logging.getLogger("perlinsos.outbox")
+
+Publish = Callable[[str, str | None, bytes, dict[str, str]], Awaitable[Any]]
+
+
+@dataclass
+class Outbox:
+    """Rows to write with the current transaction."""
+
+    topics: list[str] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    def add(
+        self,
+        topic: str,
+        key: str | None,
+        event: CloudEvent[Any],
+        trace_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        headers = {"content-type": CONTENT_TYPE, **(trace_headers or {})}
+        self.add_raw(topic, key, encode(event), headers)
+
+    def add_raw(
+        self, topic: str, key: str | None, value: bytes, headers: Mapping[str, str]
+    ) -> None:
+        self.topics.append(topic)
+        self.keys.append(key)
+        self.values.append(value)
+        self.headers.append(dict(headers))
+
+    def __len__(self) -> int:
+        return len(self.topics)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        if not self.topics:
+            return
+        await conn.execute(
+            "INSERT INTO outbox (topic, key, value, headers) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[])",
+            self.topics,
+            self.keys,
+            self.values,
+            self.headers,
+        )
+
+
+class OutboxRelay:
+    """Publishes the outbox of one service, in order, in batches."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, service: str, publish: Publish, *, batch_size: int = 5000
+    ) -> None:
+        self._pool = pool
+        self._service = service
+        self._publish = publish
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.published = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def backlog(self) -> int:
+        value = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        return int(value or 0)
+
+    async def run(self) -> None:
+        async with self._pool.acquire() as lock_conn:
+            while not self._stopping:
+                if await lock_conn.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext($1))", f"relay:{self._service}"
+                ):
+                    break
+                await self._sleep(1.0)
+            try:
+                while not self._stopping:
+                    sent = await self.relay_once()
+                    if sent == 0:
+                        await self._sleep(0.05)
+            finally:
+                if not lock_conn.is_closed():
+                    await lock_conn.execute(
+                        "SELECT pg_advisory_unlock(hashtext($1))", f"relay:{self._service}"
+                    )
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def relay_once(self) -> int:
+        rows = await self._pool.fetch(
+            "SELECT id, topic, key, value, headers FROM outbox "
+            "WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        pending = []
+        for row in rows:
+            headers: dict[str, str] = row["headers"]
+            token = otel_context.attach(context_from_headers(headers))
+            try:
+                pending.append(await self._publish(row["topic"], row["key"], row["value"], headers))
+            finally:
+                otel_context.detach(token)
+        await asyncio.gather(*pending)
+        await self._pool.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
+        )
+        self.published += len(rows)
+        return len(rows)
+
+
+async def replay(pool: asyncpg.Pool, since: Any = None) -> int:
+    """Mark published rows unpublished again, to refill a broker that lost its topics."""
+    if since is None:
+        status = await pool.execute(
+            "UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL"
+        )
+    else:
+        status = await pool.execute(
+            "UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL "
+            "AND created_at >= $1",
+            since,
+        )
+    return int(status.split()[-1])

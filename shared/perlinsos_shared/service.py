@@ -1,0 +1,162 @@
+"""The runtime every service shares: broker, database pool, outbox relay, health.
+
+A service module declares its subscriptions with `ServiceRuntime.consume(...)` and
+runs with `runtime.run()`; FastStream owns the lifecycle and signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import asyncpg
+from faststream import FastStream
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+
+from perlinsos_shared.consumer import BatchConsumer, Handler, UndecodableHook
+from perlinsos_shared.db import open_service_db
+from perlinsos_shared.health import HealthServer
+from perlinsos_shared.kafka import make_broker
+from perlinsos_shared.logs import setup_logging
+from perlinsos_shared.outbox import OutboxRelay
+from perlinsos_shared.settings import Settings, get_settings
+from perlinsos_shared.telemetry import setup_tracing
+from perlinsos_shared.topics import Topic
+
+log = logging.getLogger("perlinsos.service")
+
+
+async def _raw_bodies(msg: StreamMessage[Any]) -> Any:
+    """Leave bodies undecoded: the consumer decodes (and dead-letters) itself."""
+    return msg.body
+
+
+class ServiceRuntime:
+    def __init__(self, name: str, settings: Settings | None = None) -> None:
+        self.name = name
+        self.settings = settings or get_settings()
+        setup_logging(name)
+        self.tracer_provider = setup_tracing(name, self.settings)
+        self.broker = make_broker(
+            self.settings,
+            client_id=f"perlinsos-{name}",
+            middlewares=[KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider)],
+        )
+        self.app = FastStream(self.broker)
+        self._pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumers: list[BatchConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._startup: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
+        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.health = HealthServer(name, self.settings.metrics_port)
+        self.app.on_startup(self._on_startup)
+        self.app.after_startup(self._after_startup)
+        self.app.on_shutdown(self._on_shutdown)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("database pool not open yet")
+        return self._pool
+
+    def on_startup(self, fn: Callable[[asyncpg.Pool], Awaitable[None]]) -> None:
+        self._startup.append(fn)
+
+    def background(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """A loop to run beside the consumers (started after the broker, cancelled at stop)."""
+        self._background.append(fn)
+
+    def consume(
+        self,
+        topic: Topic,
+        handler: Handler,
+        *,
+        on_undecodable: UndecodableHook | None = None,
+    ) -> BatchConsumer:
+        consumer = BatchConsumer(
+            service=self.name,
+            topic=topic,
+            pool_getter=lambda: self.pool,
+            handler=handler,
+            on_undecodable=on_undecodable,
+            after_commit=self._wake_relay,
+            max_attempts=self.settings.handler_max_attempts,
+        )
+        self.consumers.append(consumer)
+
+        @self.broker.subscriber(
+            topic.name,
+            group_id=f"perlinsos-{self.name}",
+            batch=True,
+            max_records=self.settings.consumer_max_records,
+            batch_timeout_ms=self.settings.consumer_batch_timeout_ms,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=max(500, self.settings.consumer_session_timeout_ms // 4),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_bodies,
+            title=f"{self.name}:{topic.name}",
+        )
+        async def _subscriber(body: Any, message: KafkaMessage) -> None:
+            raw: Sequence[Any] = message.raw_message  # type: ignore[assignment]
+            await consumer.process(raw)
+
+        return consumer
+
+    def _wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def _publish(
+        self, topic: str, key: str | None, value: bytes, headers: dict[str, str]
+    ) -> Any:
+        return await self.broker.publish(
+            value,
+            topic,
+            key=key.encode() if key is not None else None,
+            headers=headers,
+            no_confirm=True,
+        )
+
+    async def _on_startup(self) -> None:
+        if not self.settings.database_url:
+            raise RuntimeError("DATABASE_URL is not set: start with `perlinsos up` or set it")
+        self._pool = await open_service_db(
+            self.settings.database_url, self.name, pool_size=self.settings.db_pool_size
+        )
+        for fn in self._startup:
+            await fn(self._pool)
+        self.relay = OutboxRelay(
+            self._pool, self.name, self._publish, batch_size=self.settings.outbox_batch_size
+        )
+
+    async def _after_startup(self) -> None:
+        assert self.relay is not None
+        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        for fn in self._background:
+            self._tasks.append(asyncio.create_task(fn(), name=fn.__name__))
+        await self.health.start()
+        self.health.ready = True
+        log.info("service ready", extra={"service": self.name})
+
+    async def _on_shutdown(self) -> None:
+        self.health.ready = False
+        if self.relay is not None:
+            self.relay.stop()
+        for task in self._tasks:
+            if task.get_name() != "outbox-relay":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.health.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        self.tracer_provider.shutdown()
+
+    def run(self) -> None:
+        asyncio.run(self.app.run())

@@ -1,0 +1,117 @@
+"""Settings every service reads from its environment (pydantic-settings).
+
+`KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL` point at real infrastructure; left unset,
+`perlinsos up` starts the embedded broker and PostgreSQL and passes their addresses on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    # Infrastructure
+    kafka_bootstrap_servers: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: Path | None = None
+    database_url: str | None = None
+    state_dir: Path = Field(default=Path(".perlinsos"), alias="PERLINSOS_STATE_DIR")
+
+    # Consumer tuning: batches keep round trips off the hot path.
+    consumer_max_records: int = Field(default=2000, alias="PERLINSOS_CONSUMER_MAX_RECORDS")
+    consumer_batch_timeout_ms: int = Field(default=20, alias="PERLINSOS_CONSUMER_BATCH_TIMEOUT_MS")
+    # A short session timeout makes a group join (and recovery from a killed instance) fast.
+    consumer_session_timeout_ms: int = Field(
+        default=6000, alias="PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS"
+    )
+    outbox_batch_size: int = Field(default=5000, alias="PERLINSOS_OUTBOX_BATCH_SIZE")
+    handler_max_attempts: int = Field(default=3, alias="PERLINSOS_HANDLER_MAX_ATTEMPTS")
+    db_pool_size: int = Field(default=4, alias="PERLINSOS_DB_POOL_SIZE")
+
+    # SMS (notify)
+    sms_provider: Literal["file", "twilio"] = "file"
+    sms_sender_id: str = "PERLINSOS"
+    sms_help_line: str = "0778-123456"
+    sms_rate_limit_per_s: float = 0.0  # 0 = no limit
+    sms_max_attempts: int = 6
+    sms_timeout_s: float = 10.0
+    twilio_api_base: str = "https://api.twilio.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+
+    # Telemetry: the standard OTEL_* variables are read by the OpenTelemetry SDK itself;
+    # these two are read here to decide where spans go.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
+    metrics_port: int | None = Field(default=None, alias="PERLINSOS_METRICS_PORT")
+
+    @property
+    def sms_file(self) -> Path:
+        return self.state_dir / "sms" / "outbox.jsonl"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+STACK_FILE = "stack.json"
+
+
+def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> None:
+    """Written by `perlinsos up` so operator commands in another shell find the stack."""
+    import json
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / STACK_FILE).write_text(
+        json.dumps({"kafka_bootstrap_servers": bootstrap, "database_url": database_url})
+    )
+
+
+def remove_stack_file(settings: Settings) -> None:
+    (settings.state_dir / STACK_FILE).unlink(missing_ok=True)
+
+
+def resolved_settings() -> Settings:
+    """Settings from the environment, completed from a running `perlinsos up` if needed."""
+    import json
+
+    settings = get_settings()
+    if settings.kafka_bootstrap_servers and settings.database_url:
+        return settings
+    path = settings.state_dir / STACK_FILE
+    if not path.exists():
+        return settings
+    found = json.loads(path.read_text())
+    return settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": settings.kafka_bootstrap_servers
+            or found["kafka_bootstrap_servers"],
+            "database_url": settings.database_url or found["database_url"],
+        }
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings explicitly set, as the environment variables that set them."""
+    out: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        if name not in settings.model_fields_set:
+            continue
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        out[(field.alias or name).upper()] = str(value)
+    return out

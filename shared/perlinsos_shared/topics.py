@@ -1,0 +1,119 @@
+"""The topic catalogue: every topic, its key, partitions, retention and event types.
+
+Every topic `X` has a dead-letter twin `X.dlq`. Deploy manifests and the AsyncAPI
+document are generated from or checked against this list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perlinsos_shared.events import (
+    Contract,
+    EligibilityDecided,
+    EnrolmentSubmitted,
+    ExitReported,
+    IntakeRejected,
+    ParticipantEnrolled,
+    ParticipantExited,
+    PremiumSummary,
+    SmsDelivery,
+)
+
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    partitions: int
+    producer: str
+    consumers: tuple[str, ...]
+    events: tuple[type[Contract], ...]
+    description: str
+    compacted: bool = False
+    retention_days: int = 30
+
+    @property
+    def dlq(self) -> str:
+        return self.name + DLQ_SUFFIX
+
+
+INTAKE = Topic(
+    name="registry.intake.v1",
+    key="NIK",
+    partitions=6,
+    producer="upstream agencies",
+    consumers=("registry",),
+    events=(EnrolmentSubmitted, ExitReported),
+    description="Enrolment and exit events published by upstream agency systems.",
+)
+INTAKE_REJECTED = Topic(
+    name="registry.intake-rejected.v1",
+    key="agency:request_id",
+    partitions=3,
+    producer="registry",
+    consumers=("upstream agencies",),
+    events=(IntakeRejected,),
+    description="Replies to agencies: which submissions were refused and why.",
+)
+PARTICIPANTS = Topic(
+    name="registry.participants.v1",
+    key="participant_id",
+    partitions=6,
+    producer="registry",
+    consumers=("eligibility",),
+    events=(ParticipantEnrolled, ParticipantExited),
+    description="Who the participants are: enrolments and exits accepted by registry.",
+)
+DECISIONS = Topic(
+    name="eligibility.decisions.v1",
+    key="participant_id",
+    partitions=6,
+    producer="eligibility",
+    consumers=("premium", "notify"),
+    events=(EligibilityDecided,),
+    description="Eligibility decisions with funding line, cover dates and reasons.",
+)
+SUMMARIES = Topic(
+    name="premium.summaries.v1",
+    key="funding_line:period",
+    partitions=3,
+    producer="premium",
+    consumers=("finance",),
+    events=(PremiumSummary,),
+    description="Monthly premium liability per Perwako funding line; latest revision wins.",
+    compacted=True,
+    retention_days=-1,
+)
+DELIVERIES = Topic(
+    name="notify.deliveries.v1",
+    key="participant_id",
+    partitions=3,
+    producer="notify",
+    consumers=("operators",),
+    events=(SmsDelivery,),
+    description="What the SMS provider accepted, what failed, what was undeliverable.",
+)
+
+CATALOGUE: tuple[Topic, ...] = (
+    INTAKE,
+    INTAKE_REJECTED,
+    PARTICIPANTS,
+    DECISIONS,
+    SUMMARIES,
+    DELIVERIES,
+)
+
+
+def all_topic_names() -> list[str]:
+    """Every topic and its dead-letter twin."""
+    return [name for t in CATALOGUE for name in (t.name, t.dlq)]
+
+
+def by_name(name: str) -> Topic:
+    for t in CATALOGUE:
+        if t.name == name:
+            return t
+    raise KeyError(name)

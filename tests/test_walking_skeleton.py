@@ -1,0 +1,88 @@
+"""An enrolment flows from intake to SMS through a real broker and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from perlinsos_cli.agency import Listener, publish_submissions
+from perlinsos_cli.cohort import generate_cohort
+from perlinsos_cli.stack import Stack
+from perlinsos_premium.queries import liability_by_line
+from perlinsos_shared.clock import current_period
+from perlinsos_shared.db import create_pool
+from perlinsos_shared.settings import Settings
+
+pytestmark = pytest.mark.flow
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[Stack]:
+    s = Stack(settings, http_port_base=0)
+    s.start()  # external broker and database from settings: only topics and services start
+    yield s
+    s.stop()
+
+
+async def _settle(listener: Listener, keys: set[tuple[str, str]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await listener.poll()
+        o = listener.outcomes
+        decided = [d for k, d in o.decisions.items() if k in keys]
+        if o.settled(keys) == len(keys) and all(d["decision_id"] in o.deliveries for d in decided):
+            return
+    raise AssertionError(f"only {listener.outcomes.settled(keys)}/{len(keys)} settled")
+
+
+async def test_enrolments_flow_from_intake_to_sms(stack: Stack, settings: Settings) -> None:
+    subs = generate_cohort(size=120, seed=7, fault_rate=0.1)
+    keys = {(s.agency, s.request_id) for s in subs}
+    listener = Listener(stack.bootstrap_servers)
+    await listener.start()
+    try:
+        await publish_submissions(
+            stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
+        )
+        await _settle(listener, keys)
+        o = listener.outcomes
+        faulty = {(s.agency, s.request_id): s.fault for s in subs if s.fault}
+        # every clean submission is enrolled and eligible; every intake fault is refused
+        for s in subs:
+            key = (s.agency, s.request_id)
+            if s.fault is None:
+                assert o.decisions[key]["outcome"] == "eligible", s.fault
+        for key, fault in faulty.items():
+            assert fault in o.rejections.get(key, []) or fault in [
+                r["code"] for r in o.decisions.get(key, {}).get("reasons", [])
+            ], (fault, o.rejections.get(key), o.decisions.get(key))
+        eligible = [d for k, d in o.decisions.items() if k in keys and d["outcome"] == "eligible"]
+        # one SMS per decision, all handed over to the file sink
+        sms_lines = settings.sms_file.read_text().splitlines()
+        assert len(sms_lines) == len([k for k in o.decisions if k in keys])
+        # liability: Rp16,800 per eligible participant for this month, in ledger and summary
+        period = current_period()
+        pool = await create_pool(stack.database_url, "premium", max_size=1)
+        try:
+            for _ in range(50):
+                await listener.poll()
+                ledger = await liability_by_line(pool, period)
+                published = {
+                    line: s["amount_idr"] for (line, p), s in o.summaries.items() if p == period
+                }
+                if published == {line: v["amount_idr"] for line, v in ledger.items()}:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await pool.close()
+        assert sum(v["amount_idr"] for v in ledger.values()) == 16_800 * len(eligible)
+        assert published == {line: v["amount_idr"] for line, v in ledger.items()}
+        for (line, p), summary in o.summaries.items():
+            if p == period:
+                assert summary["amount_idr"] == summary["jkk_idr"] + summary["jkm_idr"]
+                assert summary["participants"] == ledger[line]["participants"]
+    finally:
+        await listener.stop()
