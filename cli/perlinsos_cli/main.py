@@ -13,10 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from perlinsos_cli.stack import Stack
+from perlinsos_cli.trace import app as trace_app
 from perlinsos_eligibility.cli import app as eligibility_app
 from perlinsos_notify.cli import app as notify_app
 from perlinsos_premium.cli import app as premium_app
+from perlinsos_premium.cli import finance_app
 from perlinsos_registry.cli import app as registry_app
+from perlinsos_registry.cli import intake_app
 from perlinsos_shared.settings import get_settings, remove_stack_file, write_stack_file
 
 app = typer.Typer(
@@ -28,6 +31,9 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(premium_app, name="premium")
 app.add_typer(notify_app, name="notify")
+app.add_typer(intake_app, name="intake")
+app.add_typer(finance_app, name="finance")
+app.add_typer(trace_app, name="trace")
 
 console = Console()
 
