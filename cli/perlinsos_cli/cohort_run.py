@@ -166,52 +166,55 @@ def _line_report(
 
 
 def print_report(report: CohortReport, console: Console) -> None:
-    table = Table(title=f"perlinsos: cohort per funding line, liability for {report.period}")
-    for col in (
-        "funding line",
-        "submitted",
-        "enrolled",
-        "eligible",
-        "waitlisted",
-        "refused (by reason)",
-        "billed",
-        f"liability {report.period}",
-        "ledger",
-        "SMS",
-    ):
-        table.add_column(col, justify="left" if col.startswith(("funding", "refused")) else "right")
+    table = Table(title=f"perlinsos: the cohort per funding line, liability for {report.period}")
+    table.add_column("funding line")
+    for col in ("submitted", "enrolled", "eligible", "waitlisted", "refused", "billed"):
+        table.add_column(col, justify="right")
+    table.add_column(f"liability {report.period}", justify="right")
+    table.add_column("ledger", justify="right")
+    table.add_column("SMS handed over", justify="right")
     for r in report.lines:
-        refused = "\n".join(f"{code} {n}" for code, n in r.refused.items()) or "-"
         table.add_row(
             r.line,
-            str(r.submitted),
-            str(r.enrolled),
-            str(r.eligible),
-            str(r.waitlisted),
-            refused,
-            str(r.billed),
+            f"{r.submitted:,}",
+            f"{r.enrolled:,}",
+            f"{r.eligible:,}",
+            f"{r.waitlisted:,}",
+            f"{r.submitted - r.eligible - r.waitlisted:,}",
+            f"{r.billed:,}",
             idr(r.liability_idr),
             "= summary" if r.ledger_idr == r.liability_idr else f"≠ {idr(r.ledger_idr)}",
-            str(r.sms),
+            f"{r.sms:,}",
         )
-    tot = report.lines
+    lines = report.lines
     table.add_row(
         "TOTAL",
-        str(sum(r.submitted for r in tot)),
-        str(sum(r.enrolled for r in tot)),
-        str(sum(r.eligible for r in tot)),
-        str(sum(r.waitlisted for r in tot)),
-        str(sum(sum(r.refused.values()) for r in tot)) + " reasons",
-        str(sum(r.billed for r in tot)),
-        idr(sum(r.liability_idr for r in tot)),
+        f"{sum(r.submitted for r in lines):,}",
+        f"{sum(r.enrolled for r in lines):,}",
+        f"{sum(r.eligible for r in lines):,}",
+        f"{sum(r.waitlisted for r in lines):,}",
+        f"{sum(r.submitted - r.eligible - r.waitlisted for r in lines):,}",
+        f"{sum(r.billed for r in lines):,}",
+        idr(sum(r.liability_idr for r in lines)),
         "",
-        str(sum(r.sms for r in tot)),
+        f"{sum(r.sms for r in lines):,}",
         style="bold",
     )
     console.print(table)
+
+    codes = sorted({code for r in lines for code in r.refused})
+    reasons = Table(title="refused, by reason code (a submission may carry several)")
+    reasons.add_column("reason")
+    for r in lines:
+        reasons.add_column(r.line, justify="right")
+    for code in codes:
+        reasons.add_row(code, *(str(r.refused.get(code, 0)) for r in lines))
+    if codes:
+        console.print(reasons)
     console.print(
-        f"all decided or refused after {report.seconds_to_decided:.1f}s, every SMS handed "
-        f"over after {report.seconds_to_sms:.1f}s, summaries settled after "
+        f"all {sum(r.submitted for r in lines):,} decided or refused after "
+        f"{report.seconds_to_decided:.1f}s; every SMS handed over after "
+        f"{report.seconds_to_sms:.1f}s; summaries equal the ledger after "
         f"{report.seconds_total:.1f}s"
     )
 
