@@ -190,6 +190,44 @@ class PremiumSummary(Contract):
     budget_used_idr: int
 
 
+class LineArrears(BaseModel):
+    """Payment state of a funding line, carried beside a summary (extra, optional fields).
+
+    Not part of the DESIGN.md field list: consumers that know only the contract ignore it.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    paid_idr: int = Field(default=0, description="paid to BPJS for this line-month")
+    outstanding_idr: int = Field(default=0, description="amount_idr minus paid_idr")
+    overdue_periods: list[str] = Field(
+        default_factory=list, description="this line's months unpaid after their due date"
+    )
+    lapse_risk: bool = Field(
+        default=False, description="a month of this line is two or more months overdue"
+    )
+
+
+class PremiumSummaryWithArrears(PremiumSummary, LineArrears):
+    """`perlinsos.premium.summary.v1` as premium publishes it: the contract plus arrears."""
+
+
+# --- premium.payments.v1 (finance -> premium) ------------------------------------------
+
+
+class PaymentRecorded(Contract):
+    """Finance paid BPJS Ketenagakerjaan for one funding line and contribution month."""
+
+    event_type: ClassVar[str] = "perlinsos.premium.payment-recorded.v1"
+    funding_line: FundingLine
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="contribution month")
+    amount_idr: int = Field(gt=0, description="integer rupiah paid")
+    paid_on: date = Field(description="value date of the transfer (Asia/Jakarta)")
+    reference: str = Field(
+        min_length=1, max_length=100, description="SP2D / bank reference; unique per line"
+    )
+    recorded_by: str | None = Field(default=None, description="finance officer or system")
+
+
 # --- notify.deliveries.v1 (internal: notify -> operators) -----------------------------
 
 
@@ -215,4 +253,5 @@ ALL_EVENTS: tuple[type[Contract], ...] = (
     EligibilityDecided,
     PremiumSummary,
     SmsDelivery,
+    PaymentRecorded,
 )

@@ -16,6 +16,7 @@ from perlinsos_shared.events import (
     IntakeRejected,
     ParticipantEnrolled,
     ParticipantExited,
+    PaymentRecorded,
     PremiumSummary,
     SmsDelivery,
 )
@@ -63,7 +64,7 @@ PARTICIPANTS = Topic(
     key="participant_id",
     partitions=6,
     producer="registry",
-    consumers=("eligibility",),
+    consumers=("eligibility", "premium"),
     events=(ParticipantEnrolled, ParticipantExited),
     description="Who the participants are: enrolments and exits accepted by registry.",
 )
@@ -96,6 +97,16 @@ DELIVERIES = Topic(
     events=(SmsDelivery,),
     description="What the SMS provider accepted, what failed, what was undeliverable.",
 )
+PAYMENTS = Topic(
+    name="premium.payments.v1",
+    key="funding_line:period",
+    partitions=1,
+    producer="finance",
+    consumers=("premium",),
+    events=(PaymentRecorded,),
+    description="What finance paid BPJS Ketenagakerjaan per funding line and month.",
+    retention_days=-1,
+)
 
 CATALOGUE: tuple[Topic, ...] = (
     INTAKE,
@@ -104,6 +115,7 @@ CATALOGUE: tuple[Topic, ...] = (
     DECISIONS,
     SUMMARIES,
     DELIVERIES,
+    PAYMENTS,
 )
 
 
