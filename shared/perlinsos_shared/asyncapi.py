@@ -27,8 +27,8 @@ def _event_model(topic: Topic) -> type[BaseModel]:
     for model in topic.events:
         variant = create_model(
             model.__name__ + "Event",
-            __base__=CloudEvent[model],  # type: ignore[valid-type]
-            type=(Literal[model.event_type], Field(description="CloudEvents type")),  # type: ignore[valid-type]
+            __base__=CloudEvent[model],  # type: ignore[valid-type, arg-type]
+            type=(Literal[model.event_type], Field(description="CloudEvents type")),  # type: ignore[valid-type, arg-type]
         )
         variant.__doc__ = (model.__doc__ or model.__name__).strip()
         variants.append(variant)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
@@ -63,8 +65,15 @@ def make_broker(settings: Settings, client_id: str, **kwargs: Any) -> KafkaBroke
     )
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create every catalogue topic and its `.dlq` twin; return those created now."""
+async def ensure_topics(
+    settings: Settings, topic_configs: Mapping[str, Mapping[str, str]] | None = None
+) -> list[str]:
+    """Create every catalogue topic and its `.dlq` twin; return those created now.
+
+    `topic_configs` (topic name to Kafka topic configs) replaces the default
+    configuration of the topics it names (deployments pass retention and compaction).
+    """
+    configs = topic_configs or {}
     sec = security(settings)
     admin_kwargs: dict[str, Any] = {"bootstrap_servers": bootstrap(settings)}
     if sec is not None:
@@ -76,10 +85,11 @@ async def ensure_topics(settings: Settings) -> list[str]:
         wanted: list[NewTopic] = []
         for t in CATALOGUE:
             config = {"cleanup.policy": "compact"} if t.compacted else {}
+            config = dict(configs.get(t.name, config))
             if t.name not in existing:
                 wanted.append(NewTopic(t.name, t.partitions, 1, topic_configs=config))
             if t.dlq not in existing:
-                wanted.append(NewTopic(t.dlq, 1, 1))
+                wanted.append(NewTopic(t.dlq, 1, 1, topic_configs=dict(configs.get(t.dlq, {}))))
         for nt in wanted:  # one at a time: some brokers reject a batch with any conflict
             try:
                 await admin.create_topics([nt])
@@ -88,6 +98,25 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [nt.name for nt in wanted]
     finally:
         await admin.close()
+
+
+def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    """The outbox relay's producer: aiokafka directly, batching, acks from every replica.
+
+    No idempotent producer (the embedded broker does not implement it); order per key
+    holds because the relay is the only writer and sends in outbox order.
+    """
+    kwargs: dict[str, Any] = {"bootstrap_servers": bootstrap(settings), "client_id": client_id}
+    if security(settings) is not None:
+        kwargs.update(_admin_security(settings))
+    return AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        **kwargs,
+    )
 
 
 def _admin_security(settings: Settings) -> dict[str, Any]:

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from perlinsos_shared.envelope import CONTENT_TYPE, CloudEvent, encode
 from perlinsos_shared.telemetry import context_from_headers
 
 log = logging.getLogger("perlinsos.outbox")
+tracer = trace.get_tracer("perlinsos.outbox")
 
 Publish = Callable[[str, str | None, bytes, dict[str, str]], Awaitable[Any]]
 
@@ -131,11 +133,25 @@ class OutboxRelay:
         pending = []
         for row in rows:
             headers: dict[str, str] = row["headers"]
-            token = otel_context.attach(context_from_headers(headers))
-            try:
-                pending.append(await self._publish(row["topic"], row["key"], row["value"], headers))
-            finally:
-                otel_context.detach(token)
+            topic: str = row["topic"]
+            # The send span is a child of the span that wrote the row (stored with it), and
+            # the message carries the send span's context to its consumer.
+            span = tracer.start_span(
+                f"{topic} publish",
+                context=context_from_headers(headers),
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": topic,
+                    "messaging.operation.type": "send",
+                    "perlinsos.outbox.id": row["id"],
+                },
+            )
+            outgoing = dict(headers)
+            propagate.inject(outgoing, context=trace.set_span_in_context(span))
+            future = await self._publish(topic, row["key"], row["value"], outgoing)
+            future.add_done_callback(lambda _f, s=span: s.end())
+            pending.append(future)
         await asyncio.gather(*pending)
         await self._pool.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",

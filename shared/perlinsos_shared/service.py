@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -21,7 +22,7 @@ from faststream.middlewares import AckPolicy
 from perlinsos_shared.consumer import BatchConsumer, Handler, UndecodableHook
 from perlinsos_shared.db import open_service_db
 from perlinsos_shared.health import HealthServer
-from perlinsos_shared.kafka import make_broker
+from perlinsos_shared.kafka import make_broker, make_producer
 from perlinsos_shared.logs import setup_logging
 from perlinsos_shared.outbox import OutboxRelay
 from perlinsos_shared.settings import Settings, get_settings
@@ -49,6 +50,7 @@ class ServiceRuntime:
         )
         self.app = FastStream(self.broker)
         self._pool: asyncpg.Pool | None = None
+        self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.consumers: list[BatchConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,12 +118,13 @@ class ServiceRuntime:
     async def _publish(
         self, topic: str, key: str | None, value: bytes, headers: dict[str, str]
     ) -> Any:
-        return await self.broker.publish(
-            value,
+        """Hand one record to the relay's producer; returns the delivery future."""
+        assert self._producer is not None
+        return await self._producer.send(
             topic,
+            value,
             key=key.encode() if key is not None else None,
-            headers=headers,
-            no_confirm=True,
+            headers=[(k, v.encode()) for k, v in headers.items()],
         )
 
     async def _on_startup(self) -> None:
@@ -132,6 +135,8 @@ class ServiceRuntime:
         )
         for fn in self._startup:
             await fn(self._pool)
+        self._producer = make_producer(self.settings, client_id=f"perlinsos-{self.name}-relay")
+        await self._producer.start()
         self.relay = OutboxRelay(
             self._pool, self.name, self._publish, batch_size=self.settings.outbox_batch_size
         )
@@ -154,6 +159,8 @@ class ServiceRuntime:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.health.stop()
+        if self._producer is not None:
+            await self._producer.stop()
         if self._pool is not None:
             await self._pool.close()
         self.tracer_provider.shutdown()
