@@ -170,6 +170,9 @@ class EligibilityDecided(Contract):
     first_name: str
     phone_e164: str
     decided_at: datetime
+    # The participant's NIK, so notify can answer `perlinsos notify status NIK` (it keeps
+    # only a pseudonym and the masked form). Optional: older producers omit it.
+    nik: str | None = None
 
 
 # --- premium.summaries.v1 (public: premium -> finance) --------------------------------
@@ -242,6 +245,8 @@ class SmsDelivery(Contract):
     segments: int | None = None
     attempts: int = 1
     error: str | None = None
+    # A stable upper-case reason for failed / undeliverable (e.g. NOMOR_BUKAN_SELULER).
+    code: str | None = None
 
 
 ALL_EVENTS: tuple[type[Contract], ...] = (
