@@ -1,28 +1,53 @@
 """Registry's Kafka handler: decode, validate, store one participant per NIK, emit.
 
-A batch is applied in one transaction (the consumer wraps it); consecutive messages of
-one kind are handled together so a batch costs a few statements, not one per message.
+The consumer hands a whole batch in one transaction. Consecutive messages of one type
+are applied together with set-based statements, so a run of enrolments costs a fixed
+handful of round trips whatever its size:
+
+1. validate every message (pure, `validation.py`);
+2. claim every (agency, request_id) in `submissions` with its outcome
+   (`INSERT ... ON CONFLICT DO NOTHING RETURNING`): a pair already seen is a
+   resubmission, which gets the stored outcome and emits nothing new;
+3. insert the accepted participants (`ON CONFLICT (nik) DO NOTHING`); a NIK that lost
+   becomes `DUPLICATE_NIK`, naming the agency that enrolled it first;
+4. audit rows and outbox events for what changed.
+
+Every event registry emits for an intake message carries the Kafka header
+`in-reply-to` with that message's CloudEvents id, so an agency (or a test) can match
+replies even when its request id was unreadable.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
-from pydantic import ValidationError
 
 from perlinsos_registry.agencies import AgencyPolicy
 from perlinsos_registry.reasons import reason
-from perlinsos_registry.validation import check_submission
-from perlinsos_shared.clock import now_local
+from perlinsos_registry.validation import (
+    ParticipantState,
+    agency_of_source,
+    check_enrolment,
+    check_exit,
+    decide_exit,
+    duplicate_nik,
+    identity,
+    unknown_event_type,
+)
+from perlinsos_shared.clock import BATAM_TZ, now_local
 from perlinsos_shared.consumer import Incoming, Record, dead_letter, record_headers
 from perlinsos_shared.envelope import make_event
 from perlinsos_shared.events import (
     EnrolmentSubmitted,
     ExitReported,
     IntakeRejected,
+    Occupation,
     ParticipantEnrolled,
     ParticipantExited,
     Reason,
@@ -32,194 +57,193 @@ from perlinsos_shared.outbox import Outbox
 from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS
 
 SOURCE = "perlinsos/registry"
+IN_REPLY_TO = "in-reply-to"
 POLICY = AgencyPolicy.load()
 
 
-def _reject(
+def _reply_headers(m: Incoming | None) -> dict[str, str]:
+    if m is None:
+        return {}
+    return {**m.trace_headers, IN_REPLY_TO: m.id}
+
+
+def reject(
     outbox: Outbox,
-    msg: Incoming | None,
-    agency: str | None,
+    m: Incoming | None,
+    agency: str,
     request_id: str | None,
     nik: str | None,
     reasons: list[Reason],
 ) -> None:
+    """A `perlinsos.intake.rejected.v1` reply to the agency (NIK masked)."""
     event = make_event(
         SOURCE,
         IntakeRejected(
             agency=agency,
             request_id=request_id,
-            nik_masked=mask_nik(nik) if isinstance(nik, str) else None,
+            nik_masked=mask_nik(nik) if nik else None,
             reasons=reasons,
         ),
     )
-    outbox.add(
-        INTAKE_REJECTED.name,
-        f"{agency}:{request_id}",
-        event,
-        msg.trace_headers if msg else None,
+    outbox.add(INTAKE_REJECTED.name, f"{agency}:{request_id}", event, _reply_headers(m))
+
+
+def _reply_to(m: Incoming) -> tuple[str | None, str | None, str | None]:
+    """Who to answer: the agency from `data`, else from `source`; request id; NIK."""
+    agency, request_id, nik = identity(m.envelope.data)
+    return agency or agency_of_source(m.envelope.source), request_id, nik
+
+
+def _unanswerable(outbox: Outbox, m: Incoming, why: str) -> None:
+    """A message no agency can be told about goes to the dead-letter topic."""
+    dead_letter(outbox, INTAKE, m.record, why)
+
+
+@dataclass
+class _Claims:
+    """Rows for `submissions`, claimed together; returns the pairs seen for the first time."""
+
+    rows: list[tuple[str, str, str, str, str, str | None, str, str | None]] = field(
+        default_factory=list
     )
 
+    def add(
+        self,
+        m: Incoming,
+        agency: str,
+        request_id: str,
+        kind: str,
+        reasons: list[Reason],
+        participant_id: str | None,
+        nik: str | None,
+    ) -> None:
+        outcome = "rejected" if reasons else "accepted"
+        payload = json.dumps([r.model_dump() for r in reasons])
+        self.rows.append((agency, request_id, kind, outcome, payload, participant_id, m.id, nik))
 
-def _schema_reasons(exc: ValidationError) -> list[Reason]:
-    out = []
-    for err in exc.errors()[:20]:
-        field = ".".join(str(p) for p in err["loc"]) or None
-        out.append(reason("SCHEMA_INVALID", field, err["msg"]))
-    return out
+    async def claim(self, conn: asyncpg.Connection) -> set[tuple[str, str]]:
+        if not self.rows:
+            return set()
+        cols = list(zip(*self.rows, strict=True))
+        claimed = await conn.fetch(
+            "INSERT INTO submissions (agency, request_id, kind, outcome, reasons, participant_id,"
+            " event_id, nik) "
+            "SELECT a, r, k, o, x::jsonb, p, e, n FROM unnest($1::text[], $2::text[], $3::text[],"
+            " $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS t(a, r, k, o, x, p, e, n)"
+            " ON CONFLICT DO NOTHING RETURNING agency, request_id",
+            *[list(c) for c in cols],
+        )
+        return {(r["agency"], r["request_id"]) for r in claimed}
 
 
-def _identity(data: Any) -> tuple[str | None, str | None, str | None]:
-    if not isinstance(data, dict):
-        return None, None, None
-    a, r, n = data.get("agency"), data.get("request_id"), data.get("nik")
-    return (
-        a if isinstance(a, str) and a else None,
-        r if isinstance(r, str) and r else None,
-        n if isinstance(n, str) else None,
-    )
-
-
-async def _record_submissions(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+async def _write_audit(
+    conn: asyncpg.Connection, rows: list[tuple[str, str, str, str, Any]]
+) -> None:
     if not rows:
         return
-    await conn.executemany(
-        "INSERT INTO submissions (agency, request_id, kind, outcome, reasons, participant_id, "
-        "event_id) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        rows,
+    pid, agency, request_id, action, changes = (list(c) for c in zip(*rows, strict=True))
+    await conn.execute(
+        "INSERT INTO audit_log (participant_id, agency, request_id, action, changes) "
+        "SELECT p, a, r, x, c::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+        " $5::text[]) AS t(p, a, r, x, c)",
+        pid,
+        agency,
+        request_id,
+        action,
+        [json.dumps(c) for c in changes],
     )
 
 
-async def _already_seen(
-    conn: asyncpg.Connection, pairs: list[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    if not pairs:
-        return set()
-    rows = await conn.fetch(
-        "SELECT s.agency, s.request_id FROM submissions s "
-        "JOIN unnest($1::text[], $2::text[]) AS p(agency, request_id) "
-        "USING (agency, request_id)",
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
-    return {(r["agency"], r["request_id"]) for r in rows}
+# --- enrolments -------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    m: Incoming
+    sub: EnrolmentSubmitted
+    phone: str
+    participant_id: str
 
 
 async def handle_enrolments(
     conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox
 ) -> None:
-    parsed: list[tuple[Incoming, EnrolmentSubmitted]] = []
+    claims = _Claims()
+    replies: list[tuple[Incoming, str, str, str | None, list[Reason]]] = []
+    candidates: dict[tuple[str, str], _Candidate] = {}
+    seen: set[tuple[str, str]] = set()  # the same request twice in one batch: first counts
     for m in messages:
-        agency, request_id, nik = _identity(m.envelope.data)
-        try:
-            sub = EnrolmentSubmitted.model_validate(m.envelope.data)
-        except ValidationError as exc:
-            if agency and request_id:
-                _reject(outbox, m, agency, request_id, nik, _schema_reasons(exc))
-                await _record_submissions(
-                    conn, [(agency, request_id, "enrolment", "rejected", [], None, m.id)]
-                )
-            else:
-                dead_letter(
-                    outbox,
-                    INTAKE,
-                    m.record,
-                    f"SCHEMA_INVALID: {exc.error_count()} errors, no agency",
-                )
-            continue
-        parsed.append((m, sub))
+        checked = check_enrolment(m.envelope.data, m.envelope.source, POLICY)
+        agency, request_id, nik = _reply_to(m)
+        if checked.accepted:
+            assert checked.submission is not None and checked.phone_e164 is not None
+            sub = checked.submission
+            pair = (sub.agency, sub.request_id)
+            if pair in seen:
+                continue
+            seen.add(pair)
+            pid = str(uuid.uuid4())
+            candidates[pair] = _Candidate(m, sub, checked.phone_e164, pid)
+            claims.add(m, sub.agency, sub.request_id, "enrolment", [], pid, sub.nik)
+        elif agency is None:
+            _unanswerable(outbox, m, "SCHEMA_INVALID: no agency in data or source")
+        elif request_id is None:
+            reject(outbox, m, agency, None, nik, checked.reasons)  # answerable, not storable
+        elif (agency, request_id) not in seen:
+            seen.add((agency, request_id))
+            claims.add(m, agency, request_id, "enrolment", checked.reasons, None, nik)
+            replies.append((m, agency, request_id, nik, checked.reasons))
 
-    seen = await _already_seen(conn, [(s.agency, s.request_id) for _, s in parsed])
-    fresh: list[tuple[Incoming, EnrolmentSubmitted, str]] = []
-    submission_rows: list[tuple[Any, ...]] = []
-    for m, sub in parsed:
-        pair = (sub.agency, sub.request_id)
-        if pair in seen:
-            continue  # same (agency, request_id): same outcome, nothing new emitted
-        seen.add(pair)
-        checked = check_submission(sub, m.envelope.source, POLICY)
-        if checked.reasons:
-            _reject(outbox, m, sub.agency, sub.request_id, sub.nik, checked.reasons)
-            submission_rows.append(
-                (
-                    sub.agency,
-                    sub.request_id,
-                    "enrolment",
-                    "rejected",
-                    [r.model_dump() for r in checked.reasons],
-                    None,
-                    m.id,
-                )
-            )
-            continue
-        assert checked.phone_e164 is not None
-        fresh.append((m, sub, checked.phone_e164))
+    claimed = await claims.claim(conn)
+    for m, agency, request_id, nik, reasons in replies:
+        if (agency, request_id) in claimed:
+            reject(outbox, m, agency, request_id, nik, reasons)
+    fresh = [c for pair, c in candidates.items() if pair in claimed]
+    if not fresh:
+        return
 
     enrolled_at = now_local()
-    ids = [str(uuid.uuid4()) for _ in fresh]
     inserted = await conn.fetch(
         "INSERT INTO participants (participant_id, nik, full_name, birth_date, sex, phone_e164,"
         " address, occupation, evidence, existing_bpjs_tk, agency, request_id, enrolled_at) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[],"
-        " $6::text[], $7::jsonb[], $8::text[], $9::jsonb[], $10::bool[], $11::text[],"
-        " $12::text[], $13::timestamptz[]) "
+        "SELECT p, n, f, b, s, ph, ad::jsonb, o, ev::jsonb, x, a, r, $13 FROM unnest($1::text[],"
+        " $2::text[], $3::text[], $4::date[], $5::text[], $6::text[], $7::text[], $8::text[],"
+        " $9::text[], $10::bool[], $11::text[], $12::text[])"
+        " AS t(p, n, f, b, s, ph, ad, o, ev, x, a, r) "
         "ON CONFLICT (nik) DO NOTHING RETURNING participant_id",
-        ids,
-        [s.nik for _, s, _ in fresh],
-        [s.full_name for _, s, _ in fresh],
-        [s.birth_date for _, s, _ in fresh],
-        [s.sex for _, s, _ in fresh],
-        [p for _, _, p in fresh],
-        [s.address.model_dump() for _, s, _ in fresh],
-        [s.occupation.value for _, s, _ in fresh],
-        [s.evidence.model_dump(exclude_none=True) for _, s, _ in fresh],
-        [s.existing_bpjs_tk for _, s, _ in fresh],
-        [s.agency for _, s, _ in fresh],
-        [s.request_id for _, s, _ in fresh],
-        [enrolled_at] * len(fresh),
+        [c.participant_id for c in fresh],
+        [c.sub.nik for c in fresh],
+        [c.sub.full_name.strip() for c in fresh],
+        [c.sub.birth_date for c in fresh],
+        [c.sub.sex for c in fresh],
+        [c.phone for c in fresh],
+        [c.sub.address.model_dump_json() for c in fresh],
+        [c.sub.occupation.value for c in fresh],
+        [c.sub.evidence.model_dump_json(exclude_none=True) for c in fresh],
+        [c.sub.existing_bpjs_tk for c in fresh],
+        [c.sub.agency for c in fresh],
+        [c.sub.request_id for c in fresh],
+        enrolled_at,
     )
     inserted_ids = {r["participant_id"] for r in inserted}
-    duplicates = [
-        s.nik for pid, (_, s, _) in zip(ids, fresh, strict=True) if pid not in inserted_ids
-    ]
-    first_agency: dict[str, str] = {}
-    if duplicates:
-        rows = await conn.fetch(
-            "SELECT nik, agency FROM participants WHERE nik = ANY($1::text[])", duplicates
-        )
-        first_agency = {r["nik"]: r["agency"] for r in rows}
+    losers = [c for c in fresh if c.participant_id not in inserted_ids]
+    if losers:
+        await _refuse_duplicates(conn, outbox, losers)
 
-    audit: list[tuple[Any, ...]] = []
-    for pid, (m, sub, phone) in zip(ids, fresh, strict=True):
-        if pid not in inserted_ids:
-            reasons = [
-                reason(
-                    "DUPLICATE_NIK",
-                    "nik",
-                    f"didaftarkan pertama oleh {first_agency.get(sub.nik, '?')}",
-                )
-            ]
-            _reject(outbox, m, sub.agency, sub.request_id, sub.nik, reasons)
-            submission_rows.append(
-                (
-                    sub.agency,
-                    sub.request_id,
-                    "enrolment",
-                    "rejected",
-                    [r.model_dump() for r in reasons],
-                    None,
-                    m.id,
-                )
-            )
+    audit: list[tuple[str, str, str, str, Any]] = []
+    for c in fresh:
+        if c.participant_id not in inserted_ids:
             continue
+        sub = c.sub
         event = make_event(
             SOURCE,
             ParticipantEnrolled(
-                participant_id=pid,
+                participant_id=c.participant_id,
                 nik=sub.nik,
-                full_name=sub.full_name,
+                full_name=sub.full_name.strip(),
                 birth_date=sub.birth_date,
                 sex=sub.sex,
-                phone_e164=phone,
+                phone_e164=c.phone,
                 address=sub.address,
                 occupation=sub.occupation,
                 existing_bpjs_tk=sub.existing_bpjs_tk,
@@ -227,77 +251,136 @@ async def handle_enrolments(
                 request_id=sub.request_id,
                 enrolled_at=enrolled_at,
             ),
-            subject=pid,
+            subject=c.participant_id,
         )
-        outbox.add(PARTICIPANTS.name, pid, event, m.trace_headers)
-        submission_rows.append((sub.agency, sub.request_id, "enrolment", "accepted", [], pid, m.id))
+        outbox.add(PARTICIPANTS.name, c.participant_id, event, _reply_headers(c.m))
         audit.append(
-            (pid, sub.agency, sub.request_id, "enrolled", {"occupation": sub.occupation.value})
+            (c.participant_id, sub.agency, sub.request_id, "enrolled", _enrolment_changes(c))
         )
-    await _record_submissions(conn, submission_rows)
-    if audit:
-        await conn.executemany(
-            "INSERT INTO audit_log (participant_id, agency, request_id, action, changes) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            audit,
-        )
+    await _write_audit(conn, audit)
+
+
+def _enrolment_changes(c: _Candidate) -> dict[str, Any]:
+    sub = c.sub
+    new = {
+        "nik": sub.nik,
+        "full_name": sub.full_name.strip(),
+        "birth_date": sub.birth_date.isoformat(),
+        "sex": sub.sex,
+        "phone_e164": c.phone,
+        "address": sub.address.model_dump(exclude_none=True),
+        "occupation": sub.occupation.value,
+        "evidence": sub.evidence.model_dump(exclude_none=True),
+        "existing_bpjs_tk": sub.existing_bpjs_tk,
+    }
+    return {k: {"old": None, "new": v} for k, v in new.items()}
+
+
+async def _refuse_duplicates(
+    conn: asyncpg.Connection, outbox: Outbox, losers: list[_Candidate]
+) -> None:
+    """NIKs already participants (or enrolled earlier in this batch): DUPLICATE_NIK."""
+    rows = await conn.fetch(
+        "SELECT nik, agency FROM participants WHERE nik = ANY($1::text[])",
+        list({c.sub.nik for c in losers}),
+    )
+    first = {r["nik"]: r["agency"] for r in rows}
+    reasons = {c.participant_id: [duplicate_nik(first.get(c.sub.nik, "?"))] for c in losers}
+    await conn.execute(
+        "UPDATE submissions s SET outcome = 'rejected', participant_id = NULL, reasons = t.x::jsonb"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS t(a, r, x)"
+        " WHERE s.agency = t.a AND s.request_id = t.r",
+        [c.sub.agency for c in losers],
+        [c.sub.request_id for c in losers],
+        [json.dumps([r.model_dump() for r in reasons[c.participant_id]]) for c in losers],
+    )
+    for c in losers:
+        reject(outbox, c.m, c.sub.agency, c.sub.request_id, c.sub.nik, reasons[c.participant_id])
+
+
+# --- exits ------------------------------------------------------------------------------
 
 
 async def handle_exits(conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox) -> None:
+    parsed: list[tuple[Incoming, ExitReported]] = []
+    claims = _Claims()
+    replies: list[tuple[Incoming, str, str, str | None, list[Reason]]] = []
+    seen: set[tuple[str, str]] = set()  # the same request twice in one batch: first counts
     for m in messages:
-        agency, request_id, nik = _identity(m.envelope.data)
-        try:
-            ex = ExitReported.model_validate(m.envelope.data)
-        except ValidationError as exc:
-            if agency and request_id:
-                _reject(outbox, m, agency, request_id, nik, _schema_reasons(exc))
-            continue
-        if await _already_seen(conn, [(ex.agency, ex.request_id)]):
-            continue
-        row = await conn.fetchrow(
-            "SELECT participant_id, enrolled_at, exited_on FROM participants WHERE nik = $1 "
-            "FOR UPDATE",
-            ex.nik,
+        checked = check_exit(m.envelope.data, m.envelope.source, POLICY)
+        agency, request_id, nik = _reply_to(m)
+        if checked.exit is not None:
+            pair = (checked.exit.agency, checked.exit.request_id)
+            if pair not in seen:
+                seen.add(pair)
+                parsed.append((m, checked.exit))
+        elif agency is None:
+            _unanswerable(outbox, m, "SCHEMA_INVALID: no agency in data or source")
+        elif request_id is None:
+            reject(outbox, m, agency, None, nik, checked.reasons)
+        elif (agency, request_id) not in seen:
+            seen.add((agency, request_id))
+            claims.add(m, agency, request_id, "exit", checked.reasons, None, nik)
+            replies.append((m, agency, request_id, nik, checked.reasons))
+
+    state: dict[str, ParticipantState] = {}
+    if parsed:
+        rows = await conn.fetch(
+            "SELECT participant_id, nik, occupation, enrolled_at, exited_on FROM participants"
+            " WHERE nik = ANY($1::text[]) FOR UPDATE",
+            list({ex.nik for _, ex in parsed}),
         )
-        reasons: list[Reason] = []
-        if row is None:
-            reasons.append(reason("UNKNOWN_NIK", "nik"))
-        elif row["exited_on"] is not None:
-            reasons.append(reason("ALREADY_EXITED", "nik"))
-        elif ex.effective_date < row["enrolled_at"].astimezone(now_local().tzinfo).date():
-            reasons.append(reason("EXIT_BEFORE_ENROLMENT", "effective_date"))
-        if reasons or row is None:
-            _reject(outbox, m, ex.agency, ex.request_id, ex.nik, reasons)
-            await _record_submissions(
-                conn,
-                [
-                    (
-                        ex.agency,
-                        ex.request_id,
-                        "exit",
-                        "rejected",
-                        [r.model_dump() for r in reasons],
-                        None,
-                        m.id,
-                    )
-                ],
+        state = {
+            r["nik"]: ParticipantState(
+                participant_id=r["participant_id"],
+                occupation=Occupation(r["occupation"]),
+                enrolled_on=_batam_date(r["enrolled_at"]),
+                exited_on=r["exited_on"],
             )
+            for r in rows
+        }
+
+    # Decide in arrival order against the state as it evolves within the batch; only the
+    # pairs claimed for the first time are applied (a resubmission changes nothing).
+    decisions: list[tuple[Incoming, ExitReported, list[Reason], ParticipantState | None]] = []
+    for m, ex in parsed:
+        participant = state.get(ex.nik)
+        reasons = decide_exit(ex, participant, POLICY)
+        pid = participant.participant_id if participant else None
+        claims.add(m, ex.agency, ex.request_id, "exit", reasons, None if reasons else pid, ex.nik)
+        decisions.append((m, ex, reasons, participant))
+        if not reasons and participant is not None:
+            state[ex.nik] = ParticipantState(
+                participant.participant_id,
+                participant.occupation,
+                participant.enrolled_on,
+                ex.effective_date,
+            )
+    claimed = await claims.claim(conn)
+    for m, agency, request_id, nik, reasons in replies:
+        if (agency, request_id) in claimed:
+            reject(outbox, m, agency, request_id, nik, reasons)
+
+    applied: list[tuple[Incoming, ExitReported, str]] = []
+    for m, ex, reasons, participant in decisions:
+        if (ex.agency, ex.request_id) not in claimed:
             continue
-        pid = row["participant_id"]
-        await conn.execute(
-            "UPDATE participants SET exited_on = $2, exit_reason = $3 WHERE participant_id = $1",
-            pid,
-            ex.effective_date,
-            ex.reason.value,
-        )
-        await conn.execute(
-            "INSERT INTO audit_log (participant_id, agency, request_id, action, changes) "
-            "VALUES ($1, $2, $3, 'exited', $4)",
-            pid,
-            ex.agency,
-            ex.request_id,
-            {"exited_on": ex.effective_date.isoformat(), "exit_reason": ex.reason.value},
-        )
+        if reasons or participant is None:
+            reject(outbox, m, ex.agency, ex.request_id, ex.nik, reasons)
+        else:
+            applied.append((m, ex, participant.participant_id))
+    if not applied:
+        return
+    await conn.execute(
+        "UPDATE participants p SET exited_on = t.d, exit_reason = t.r"
+        " FROM unnest($1::text[], $2::date[], $3::text[]) AS t(pid, d, r)"
+        " WHERE p.participant_id = t.pid",
+        [pid for _, _, pid in applied],
+        [ex.effective_date for _, ex, _ in applied],
+        [ex.reason.value for _, ex, _ in applied],
+    )
+    audit: list[tuple[str, str, str, str, Any]] = []
+    for m, ex, pid in applied:
         event = make_event(
             SOURCE,
             ParticipantExited(
@@ -309,10 +392,22 @@ async def handle_exits(conn: asyncpg.Connection, messages: list[Incoming], outbo
             ),
             subject=pid,
         )
-        outbox.add(PARTICIPANTS.name, pid, event, m.trace_headers)
-        await _record_submissions(
-            conn, [(ex.agency, ex.request_id, "exit", "accepted", [], pid, m.id)]
-        )
+        outbox.add(PARTICIPANTS.name, pid, event, _reply_headers(m))
+        changes = {
+            "exited_on": {"old": None, "new": ex.effective_date.isoformat()},
+            "exit_reason": {"old": None, "new": ex.reason.value},
+        }
+        audit.append((pid, ex.agency, ex.request_id, "exited", changes))
+    await _write_audit(conn, audit)
+
+
+def _batam_date(at: datetime | date) -> date:
+    if isinstance(at, datetime):
+        return at.astimezone(BATAM_TZ).date()
+    return at
+
+
+# --- the batch --------------------------------------------------------------------------
 
 
 async def handle_intake(conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox) -> None:
@@ -325,15 +420,52 @@ async def handle_intake(conn: asyncpg.Connection, messages: list[Incoming], outb
             await handle_exits(conn, run, outbox)
         else:
             for m in run:
-                agency, request_id, nik = _identity(m.envelope.data)
-                _reject(outbox, m, agency, request_id, nik, [reason("UNKNOWN_EVENT_TYPE", "type")])
+                agency, request_id, nik = _reply_to(m)
+                if agency is None:
+                    _unanswerable(outbox, m, f"UNKNOWN_EVENT_TYPE: {event_type[:100]}")
+                else:
+                    reject(
+                        outbox,
+                        m,
+                        agency,
+                        request_id,
+                        nik,
+                        [unknown_event_type(event_type)],
+                    )
 
 
 def on_undecodable(record: Record, error: str, outbox: Outbox) -> None:
-    """Not JSON or not an envelope: dead-lettered by the consumer; answer if we can tell who."""
-    headers = record_headers(record)
-    agency = headers.get("agency") or headers.get("ce_source", "").removeprefix("agency/") or None
-    request_id = headers.get("request_id") or headers.get("ce_id")
-    if not agency or not request_id:
+    """Not JSON or not an envelope: the consumer dead-letters it; answer the agency too
+    when one can be identified (headers, or whatever JSON fragments can be read)."""
+    agency, request_id = _identify_raw(record)
+    if agency is None:
         return
-    _reject(outbox, None, agency, request_id, None, [reason("SCHEMA_INVALID", None, error[:200])])
+    reasons = [
+        reason("SCHEMA_INVALID", None, f"pesan bukan CloudEvent JSON yang sah ({error[:160]})")
+    ]
+    event = make_event(
+        SOURCE,
+        IntakeRejected(agency=agency, request_id=request_id, nik_masked=None, reasons=reasons),
+    )
+    headers = record_headers(record)
+    reply_headers = {k: v for k, v in headers.items() if k in ("traceparent", "tracestate")}
+    outbox.add(INTAKE_REJECTED.name, f"{agency}:{request_id}", event, reply_headers)
+
+
+def _identify_raw(record: Record) -> tuple[str | None, str | None]:
+    headers = record_headers(record)
+    agency = headers.get("agency") or agency_of_source(headers.get("ce_source"))
+    request_id = headers.get("request_id")
+    if agency is None and record.value:
+        try:
+            doc = json.loads(record.value)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict):
+            data_agency, data_request_id, _ = identity(doc.get("data"))
+            source = doc.get("source")
+            agency = data_agency or agency_of_source(source if isinstance(source, str) else None)
+            request_id = request_id or data_request_id
+    if agency is not None and (len(agency) > 64 or not agency.isprintable()):
+        return None, None
+    return agency, request_id

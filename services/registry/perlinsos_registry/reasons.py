@@ -1,4 +1,8 @@
-"""Intake reason codes: stable identifiers agencies program against, Indonesian messages."""
+"""Intake reason codes: stable identifiers agencies program against, Indonesian messages.
+
+The codes are part of the public contract of `registry.intake-rejected.v1`: never rename
+one; a new problem gets a new code.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ from perlinsos_shared.events import Reason
 
 MESSAGES: dict[str, str] = {
     "SCHEMA_INVALID": "Format pesan tidak sesuai kontrak intake",
-    "SOURCE_MISMATCH": "Kolom source tidak sesuai dengan kode instansi (agency)",
     "NIK_INVALID": "NIK tidak valid (harus 16 digit dengan kode wilayah dan tanggal lahir yang sah)",
     "BIRTH_DATE_MISMATCH": "Tanggal lahir tidak sesuai dengan NIK",
     "SEX_MISMATCH": "Jenis kelamin tidak sesuai dengan NIK",
