@@ -1,8 +1,30 @@
-"""Operator commands of the premium service (`perlinsos premium ...`)."""
+"""Operator and finance commands (`perlinsos premium ...`, `perlinsos finance ...`).
+
+They work on premium's own schema (as premium's role) and, for payments, publish to
+`premium.payments.v1` like any finance system would. Screens show NIKs masked.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from perlinsos_premium.billing import is_period
+from perlinsos_shared.clock import current_period, today_local
+from perlinsos_shared.events import FundingLine
+from perlinsos_shared.masking import mask_nik
+from perlinsos_shared.settings import resolved_settings
+
+console = Console()
+T = TypeVar("T")
 
 app = typer.Typer(help="Operator commands of the premium service.", no_args_is_help=True)
 
@@ -18,3 +40,190 @@ finance_app = typer.Typer(help="Finance exports (CSV, XLSX).", no_args_is_help=T
 @finance_app.callback()
 def _finance_root() -> None:
     """Monthly premium liabilities per funding line, for BPKAD / Disnaker finance."""
+
+
+def idr(amount: int) -> str:
+    """Rupiah as Indonesian finance writes it: Rp2.721.600.000, -Rp16.800."""
+    sign = "-" if amount < 0 else ""
+    return f"{sign}Rp{abs(amount):,}".replace(",", ".")
+
+
+def _period(value: str) -> str:
+    if not is_period(value):
+        raise typer.BadParameter("periode harus YYYY-MM, mis. 2025-10")
+    return value
+
+
+def _with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    from perlinsos_shared.db import open_service_db
+
+    settings = resolved_settings()
+    if not settings.database_url:
+        console.print("[red]DATABASE_URL is not set and no `perlinsos up` is running[/red]")
+        raise typer.Exit(2)
+    url = settings.database_url
+
+    async def run() -> T:
+        pool = await open_service_db(url, "premium", pool_size=2)
+        try:
+            return await fn(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+@app.command()
+def close(period: str = typer.Argument(..., callback=_period, help="YYYY-MM")) -> None:
+    """Close a month: bill every running cover, freeze every line, publish `closed`."""
+    from perlinsos_premium.closing import CloseRefused, close_month
+
+    try:
+        result = _with_pool(lambda pool: close_month(pool, period, today_local()))
+    except CloseRefused as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if result.already_closed:
+        console.print(f"{period} is already closed; nothing changed, nothing published")
+        return
+    table = Table(title=f"{period} closed in {result.seconds:.2f}s")
+    for col in ("funding line", "revision", "participants", "JKK", "JKM", "adjustments", "total"):
+        table.add_column(col, justify="left" if col == "funding line" else "right")
+    for s in result.summaries:
+        table.add_row(
+            s.funding_line.value,
+            str(s.revision),
+            f"{s.participants:,}",
+            idr(s.jkk_idr),
+            idr(s.jkm_idr),
+            idr(s.adjustments_idr),
+            idr(s.amount_idr),
+        )
+    console.print(table)
+
+
+@app.command()
+def status(
+    period: str = typer.Option(None, callback=lambda v: v and _period(v), help="YYYY-MM"),
+) -> None:
+    """Per funding line: owed, paid, outstanding, overdue months and lapse risk."""
+    from perlinsos_premium.arrears import due_date
+    from perlinsos_premium.summaries import arrears_now, load_terms
+
+    today = today_local()
+
+    async def load(pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
+        months, arrears = await arrears_now(pool, today)
+        return months, arrears, await load_terms(pool)
+
+    months, arrears, terms = _with_pool(load)
+    table = Table(title=f"premium per line and month (today {today.isoformat()})")
+    for col in ("funding line", "month", "owed", "paid", "outstanding", "due", "overdue"):
+        table.add_column(col, justify="left" if col in ("funding line", "month") else "right")
+    for m in months:
+        if period and m.period != period:
+            continue
+        state = arrears.get(m.funding_line)
+        late = state.overdue.get(m.period, 0) if state else 0
+        table.add_row(
+            m.funding_line,
+            m.period,
+            idr(m.amount_idr),
+            idr(m.paid_idr),
+            idr(m.outstanding_idr),
+            due_date(m.period, terms).isoformat(),
+            f"[red]{late} mo[/red]" if late else "-",
+        )
+    console.print(table)
+    for line in FundingLine:
+        state = arrears.get(line.value)
+        if state and state.lapse_risk:
+            console.print(
+                f"[bold red]{line.value}: LAPSE RISK[/bold red] - unpaid months "
+                f"{', '.join(state.overdue)}; participants lose cover after 3 unpaid months"
+            )
+
+
+@app.command()
+def adjustments(period: str = typer.Argument(..., callback=_period, help="YYYY-MM")) -> None:
+    """Corrections of closed months booked in a period, per participant (NIK masked)."""
+    from perlinsos_premium.queries import adjustments_booked
+
+    rows = _with_pool(lambda pool: adjustments_booked(pool, period))
+    table = Table(title=f"adjustments booked in {period}")
+    for col in ("funding line", "NIK", "for month", "JKK", "JKM", "amount", "reason"):
+        table.add_column(col)
+    for a in rows:
+        table.add_row(
+            a.funding_line,
+            mask_nik(a.nik) if a.nik else "?",
+            a.for_period,
+            idr(a.jkk_idr),
+            idr(a.jkm_idr),
+            idr(a.amount_idr),
+            a.reason,
+        )
+    console.print(table)
+    console.print(f"{len(rows)} adjustments, total {idr(sum(a.amount_idr for a in rows))}")
+
+
+@app.command("record-payment")
+def record_payment(
+    line: FundingLine = typer.Option(..., "--line", help="funding line paid for"),
+    period: str = typer.Option(..., callback=_period, help="contribution month YYYY-MM"),
+    amount: int = typer.Option(..., min=1, help="rupiah paid to BPJS (whole number)"),
+    reference: str = typer.Option(..., help="SP2D / bank transfer reference"),
+    paid_on: str = typer.Option(None, help="value date YYYY-MM-DD (default today)"),
+    recorded_by: str = typer.Option(None, "--by", help="who records it"),
+) -> None:
+    """Record what finance paid BPJS for a line and month (published on premium.payments.v1)."""
+    from perlinsos_premium.payments import publish_payment
+    from perlinsos_shared.events import PaymentRecorded
+
+    payment = PaymentRecorded(
+        funding_line=line,
+        period=period,
+        amount_idr=amount,
+        paid_on=date.fromisoformat(paid_on) if paid_on else today_local(),
+        reference=reference,
+        recorded_by=recorded_by,
+    )
+    settings = resolved_settings()
+    if not settings.kafka_bootstrap_servers:
+        console.print("[red]KAFKA_BOOTSTRAP_SERVERS is not set and no `perlinsos up` runs[/red]")
+        raise typer.Exit(2)
+    event_id = asyncio.run(publish_payment(settings, payment))
+    console.print(
+        f"payment {idr(amount)} for {line.value} {period} (ref {reference}) published, "
+        f"event {event_id}"
+    )
+
+
+@finance_app.command("export")
+def export(
+    period: str = typer.Option(
+        None, "--period", callback=lambda v: v and _period(v), help="YYYY-MM (default: now)"
+    ),
+    fmt: str = typer.Option("xlsx", "--format", help="xlsx or csv"),
+    out: Path = typer.Option(
+        None, "--out", help="xlsx: the file; csv: the directory (default: current directory)"
+    ),
+) -> None:
+    """Export a month for finance: summary per line plus participants per line (RAHASIA)."""
+    from perlinsos_premium.export import file_stem, gather, write_csv, write_xlsx
+
+    if fmt not in ("xlsx", "csv"):
+        raise typer.BadParameter("format is xlsx or csv", param_hint="--format")
+    chosen = period or current_period()
+    data = _with_pool(lambda pool: gather(pool, chosen, today_local()))
+    if fmt == "xlsx":
+        target = out or Path(f"{file_stem(chosen)}.xlsx")
+        paths = [write_xlsx(data, target)]
+    else:
+        paths = write_csv(data, out or Path("."))
+    for p in paths:
+        console.print(f"written {p} (mode 0600)")
+    console.print(
+        f"[bold red]RAHASIA:[/bold red] these files hold NIKs and names; "
+        f"total {idr(data.total('amount_idr'))} for {chosen}"
+    )

@@ -1,71 +1,120 @@
-"""Premium's Kafka handler: covers from decisions, ledger rows, coalesced summaries."""
+"""Premium's Kafka handlers: thin. Decode, call the pure rules, write in the batch's transaction.
+
+- decisions -> covers (covers.py) -> wanted months vs. billed (reconcile.py) -> ledger rows,
+  adjustments, running totals; summaries are published by the coalescing publisher.
+- participants -> who a participant is (NIK, name) for the finance export.
+- payments -> what finance paid BPJS; the line's latest provisional month is republished
+  with its new arrears.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import date
+import logging
 
 import asyncpg
 
-from perlinsos_premium.billing import billed_periods
+from perlinsos_premium import metrics
+from perlinsos_premium.covers import Covers, Decision, apply_decision, billed_months
 from perlinsos_premium.ledger import (
-    Delta,
-    delete_ledger_after,
-    insert_ledger,
+    CLOSE_LOCK,
+    apply_changes,
+    closed_months,
+    load_billed,
+    load_covers,
     load_rates,
-    new_delta,
-    publish_summaries,
-    today,
+    save_covers,
+    upsert_people,
 )
-from perlinsos_shared.clock import period_of
+from perlinsos_premium.reconcile import Changes, plan
+from perlinsos_premium.summaries import mark_line_changed
+from perlinsos_shared.clock import today_local
 from perlinsos_shared.consumer import Incoming
-from perlinsos_shared.events import EligibilityDecided
+from perlinsos_shared.events import EligibilityDecided, ParticipantEnrolled, PaymentRecorded
 from perlinsos_shared.outbox import Outbox
 
-
-@dataclass
-class _Batch:
-    """Writes gathered for one batch, flushed before anything that must see them."""
-
-    covers: list[tuple[str, str, date]] = field(default_factory=list)
-    ledger: list[tuple[str, str, str, int, int]] = field(default_factory=list)
-    delta: Delta = field(default_factory=new_delta)
-
-    async def flush(self, conn: asyncpg.Connection) -> None:
-        if self.covers:
-            await conn.executemany(
-                "INSERT INTO covers (participant_id, funding_line, cover_start) VALUES ($1,$2,$3)"
-                " ON CONFLICT (participant_id) DO UPDATE SET funding_line = excluded.funding_line,"
-                " cover_start = excluded.cover_start, cover_end = NULL",
-                self.covers,
-            )
-            self.covers.clear()
-        await insert_ledger(conn, self.ledger, self.delta)
-        self.ledger.clear()
+log = logging.getLogger("perlinsos.premium")
 
 
 async def handle_decisions(
     conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox
 ) -> None:
-    rates = await load_rates(conn)
-    through = today()
-    batch = _Batch()
-    for m in messages:
-        d = EligibilityDecided.model_validate(m.envelope.data)
-        if d.outcome == "eligible" and d.funding_line and d.cover_start:
-            line = d.funding_line.value
-            batch.covers.append((d.participant_id, line, d.cover_start))
-            batch.ledger += [
-                (d.participant_id, p, line, *rates.monthly(line, p))
-                for p in billed_periods(d.cover_start, None, through)
-            ]
-        elif d.outcome == "exited" and d.cover_end:
-            await batch.flush(conn)
-            await conn.execute(
-                "UPDATE covers SET cover_end = $2 WHERE participant_id = $1",
-                d.participant_id,
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", CLOSE_LOCK)
+    decisions = [EligibilityDecided.model_validate(m.envelope.data) for m in messages]
+    ids = sorted({d.participant_id for d in decisions})
+    before = await load_covers(conn, ids)
+    after: dict[str, Covers] = dict(before)
+    for d in decisions:
+        pid = d.participant_id
+        after[pid] = apply_decision(
+            after.get(pid, ()),
+            Decision(
+                d.outcome,
+                d.funding_line.value if d.funding_line else None,
+                d.cover_start,
                 d.cover_end,
+            ),
+        )
+    changed = sorted(pid for pid in ids if after.get(pid, ()) != before.get(pid, ()))
+    if not changed:
+        return
+    through = today_local()
+    rates = await load_rates(conn)
+    closed = await closed_months(conn)
+    ledger, adjusted = await load_billed(conn, changed)
+    changes = Changes()
+    for pid in changed:
+        changes.extend(
+            plan(
+                pid,
+                billed_months(after[pid], through),
+                ledger.get(pid, {}),
+                adjusted.get(pid, {}),
+                closed,
+                rates,
             )
-            await delete_ledger_after(conn, d.participant_id, period_of(d.cover_end), batch.delta)
-    await batch.flush(conn)
-    await publish_summaries(conn, batch.delta, outbox, messages[-1].trace_headers)
+        )
+    await save_covers(conn, {pid: after[pid] for pid in changed})
+    await apply_changes(conn, changes, messages[-1].trace_headers)
+    if changes.adjust:
+        metrics.adjustments_booked.add(len(changes.adjust))
+        log.info("closed months corrected by adjustments", extra={"count": len(changes.adjust)})
+
+
+async def handle_participants(
+    conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox
+) -> None:
+    """Keep NIK and name per participant; exits come through eligibility decisions."""
+    people = []
+    for m in messages:
+        if m.type != ParticipantEnrolled.event_type:
+            continue
+        p = ParticipantEnrolled.model_validate(m.envelope.data)
+        people.append((p.participant_id, p.nik, p.full_name))
+    await upsert_people(conn, people)
+
+
+async def handle_payments(
+    conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox
+) -> None:
+    payments = [(m.id, PaymentRecorded.model_validate(m.envelope.data)) for m in messages]
+    if not payments:
+        return
+    inserted = await conn.fetch(
+        "INSERT INTO payments (funding_line, reference, period, amount_idr, paid_on,"
+        " recorded_by, event_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+        " $4::bigint[], $5::date[], $6::text[], $7::text[]) ON CONFLICT DO NOTHING"
+        " RETURNING funding_line",
+        [p.funding_line.value for _, p in payments],
+        [p.reference for _, p in payments],
+        [p.period for _, p in payments],
+        [p.amount_idr for _, p in payments],
+        [p.paid_on for _, p in payments],
+        [p.recorded_by for _, p in payments],
+        [event_id for event_id, _ in payments],
+    )
+    if len(inserted) < len(payments):
+        log.info(
+            "payment references already recorded were ignored",
+            extra={"count": len(payments) - len(inserted)},
+        )
+    await mark_line_changed(conn, sorted({r["funding_line"] for r in inserted}))

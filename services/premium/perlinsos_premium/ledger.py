@@ -1,23 +1,24 @@
-"""Ledger and summary writes: the SQL side of premium (the rule stays in billing.py)."""
+"""The SQL side of covers, ledger, adjustments and running totals (rules stay pure).
+
+Every write is set-based (`unnest` arrays, one statement per table per batch); the
+month roll bills every running cover for a month in one INSERT ... SELECT.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 import asyncpg
 
+from perlinsos_premium.billing import first_day, next_period
+from perlinsos_premium.covers import Cover, Covers
 from perlinsos_premium.rates import Rate, RateTable
-from perlinsos_shared.clock import now_local
-from perlinsos_shared.envelope import make_event
-from perlinsos_shared.events import FundingLine, PremiumSummary
-from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.topics import SUMMARIES
+from perlinsos_premium.reconcile import Amount, Changes, Key
 
-SOURCE = "perlinsos/premium"
+CLOSE_LOCK = 0x5052454D  # advisory lock: batches share it, a month close takes it alone
 
-Delta = dict[tuple[str, str], list[int]]  # (line, period) -> [participants, jkk, jkm]
+Totals = dict[tuple[str, str], list[int]]  # (line, period) -> [participants, jkk, jkm, adj]
 
 
 async def load_rates(conn: asyncpg.Connection | asyncpg.Pool) -> RateTable:
@@ -27,108 +28,219 @@ async def load_rates(conn: asyncpg.Connection | asyncpg.Pool) -> RateTable:
     return RateTable(tuple(Rate(**dict(r)) for r in rows))
 
 
-def new_delta() -> Delta:
-    return defaultdict(lambda: [0, 0, 0])
+async def load_covers(conn: asyncpg.Connection, ids: list[str]) -> dict[str, Covers]:
+    rows = await conn.fetch(
+        "SELECT participant_id, funding_line, cover_start, cover_end FROM covers"
+        " WHERE participant_id = ANY($1::text[]) ORDER BY participant_id, cover_start",
+        ids,
+    )
+    out: dict[str, list[Cover]] = defaultdict(list)
+    for r in rows:
+        out[r["participant_id"]].append(Cover(r["funding_line"], r["cover_start"], r["cover_end"]))
+    return {k: tuple(v) for k, v in out.items()}
 
 
-async def insert_ledger(
-    conn: asyncpg.Connection, rows: list[tuple[str, str, str, int, int]], delta: Delta
+async def save_covers(conn: asyncpg.Connection, covers: Mapping[str, Covers]) -> None:
+    if not covers:
+        return
+    await conn.execute("DELETE FROM covers WHERE participant_id = ANY($1::text[])", list(covers))
+    flat = [(pid, c) for pid, cs in covers.items() for c in cs]
+    if flat:
+        await conn.execute(
+            "INSERT INTO covers (participant_id, funding_line, cover_start, cover_end)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[])",
+            [pid for pid, _ in flat],
+            [c.funding_line for _, c in flat],
+            [c.cover_start for _, c in flat],
+            [c.cover_end for _, c in flat],
+        )
+
+
+async def load_billed(
+    conn: asyncpg.Connection, ids: list[str]
+) -> tuple[dict[str, dict[Key, Amount]], dict[str, dict[Key, Amount]]]:
+    """Ledger rows and adjustments carried, per participant, keyed (period, line)."""
+    ledger: dict[str, dict[Key, Amount]] = defaultdict(dict)
+    for r in await conn.fetch(
+        "SELECT participant_id, period, funding_line, jkk_idr, jkm_idr FROM ledger"
+        " WHERE participant_id = ANY($1::text[])",
+        ids,
+    ):
+        ledger[r["participant_id"]][(r["period"], r["funding_line"])] = (
+            int(r["jkk_idr"]),
+            int(r["jkm_idr"]),
+        )
+    adjusted: dict[str, dict[Key, Amount]] = defaultdict(dict)
+    for r in await conn.fetch(
+        "SELECT participant_id, for_period, funding_line, sum(jkk_idr) AS jkk, sum(jkm_idr) AS jkm"
+        " FROM adjustments WHERE participant_id = ANY($1::text[])"
+        " GROUP BY participant_id, for_period, funding_line",
+        ids,
+    ):
+        adjusted[r["participant_id"]][(r["for_period"], r["funding_line"])] = (
+            int(r["jkk"]),
+            int(r["jkm"]),
+        )
+    return ledger, adjusted
+
+
+async def closed_months(conn: asyncpg.Connection | asyncpg.Pool) -> set[Key]:
+    rows = await conn.fetch("SELECT period, funding_line FROM summaries WHERE status = 'closed'")
+    return {(r["period"], r["funding_line"]) for r in rows}
+
+
+def totals_of(changes: Changes) -> Totals:
+    totals: Totals = defaultdict(lambda: [0, 0, 0, 0])
+    for row in changes.add:
+        t = totals[(row.funding_line, row.period)]
+        t[0] += 1
+        t[1] += row.jkk_idr
+        t[2] += row.jkm_idr
+    for row in changes.remove:
+        t = totals[(row.funding_line, row.period)]
+        t[0] -= 1
+        t[1] -= row.jkk_idr
+        t[2] -= row.jkm_idr
+    for a in changes.adjust:
+        totals[(a.funding_line, a.booked_period)][3] += a.amount_idr
+    return totals
+
+
+async def apply_changes(
+    conn: asyncpg.Connection, changes: Changes, trace_headers: Mapping[str, str] | None
 ) -> None:
+    if changes.remove:
+        await conn.execute(
+            "DELETE FROM ledger l USING unnest($1::text[], $2::text[], $3::text[]) AS d(p, m, f)"
+            " WHERE l.participant_id = d.p AND l.period = d.m AND l.funding_line = d.f",
+            [r.participant_id for r in changes.remove],
+            [r.period for r in changes.remove],
+            [r.funding_line for r in changes.remove],
+        )
+    if changes.add:
+        await conn.execute(
+            "INSERT INTO ledger (participant_id, period, funding_line, jkk_idr, jkm_idr)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])",
+            [r.participant_id for r in changes.add],
+            [r.period for r in changes.add],
+            [r.funding_line for r in changes.add],
+            [r.jkk_idr for r in changes.add],
+            [r.jkm_idr for r in changes.add],
+        )
+    if changes.adjust:
+        a = changes.adjust
+        await conn.execute(
+            "INSERT INTO adjustments (participant_id, for_period, funding_line, booked_period,"
+            " jkk_idr, jkm_idr, reason) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+            " $4::text[], $5::bigint[], $6::bigint[], $7::text[])",
+            [x.participant_id for x in a],
+            [x.for_period for x in a],
+            [x.funding_line for x in a],
+            [x.booked_period for x in a],
+            [x.jkk_idr for x in a],
+            [x.jkm_idr for x in a],
+            [x.reason for x in a],
+        )
+    await add_to_totals(conn, totals_of(changes), trace_headers)
+
+
+async def add_to_totals(
+    conn: asyncpg.Connection, totals: Totals, trace_headers: Mapping[str, str] | None = None
+) -> None:
+    """Add deltas to the running totals of provisional line-months and mark them changed."""
+    items = [(k, v) for k, v in sorted(totals.items()) if any(v)]
+    if not items:
+        return
+    updated = await conn.fetchval(
+        "WITH up AS (INSERT INTO summaries AS s (funding_line, period, participants, jkk_idr,"
+        " jkm_idr, adjustments_idr, changed, trace_headers)"
+        " SELECT f, p, n, jkk, jkm, adj, true, $7::jsonb FROM unnest($1::text[], $2::text[],"
+        " $3::int[], $4::bigint[], $5::bigint[], $6::bigint[]) AS d(f, p, n, jkk, jkm, adj)"
+        " ON CONFLICT (funding_line, period) DO UPDATE SET"
+        " participants = s.participants + excluded.participants,"
+        " jkk_idr = s.jkk_idr + excluded.jkk_idr, jkm_idr = s.jkm_idr + excluded.jkm_idr,"
+        " adjustments_idr = s.adjustments_idr + excluded.adjustments_idr,"
+        " changed = true, trace_headers = excluded.trace_headers"
+        " WHERE s.status = 'provisional' RETURNING 1) SELECT count(*) FROM up",
+        [k[0] for k, _ in items],
+        [k[1] for k, _ in items],
+        [v[0] for _, v in items],
+        [v[1] for _, v in items],
+        [v[2] for _, v in items],
+        [v[3] for _, v in items],
+        dict(trace_headers or {}),
+    )
+    if updated != len(items):
+        raise RuntimeError("a closed month was about to change; the batch is retried")
+
+
+async def roll_period(conn: asyncpg.Connection, period: str) -> int:
+    """Bill every running cover for `period` in one statement (the billing rule in SQL).
+
+    A cover bills the month when it starts on or before the month's last day and has not
+    ended before its first day (an end before the start bills nothing); where covers
+    overlap the latest start's line bills, once. Rows already there stay as they are.
+    """
+    start = first_day(period)
+    end = first_day(next_period(period))
+    status = await conn.fetchval(
+        """
+        WITH active AS (
+            SELECT DISTINCT ON (c.participant_id) c.participant_id, c.funding_line
+            FROM covers c
+            WHERE c.cover_start < $3
+              AND (c.cover_end IS NULL OR (c.cover_end >= $2 AND c.cover_end >= c.cover_start))
+            ORDER BY c.participant_id, c.cover_start DESC
+        ), priced AS (
+            SELECT a.participant_id, a.funding_line, k.amount_idr AS jkk, m.amount_idr AS jkm
+            FROM active a
+            JOIN rates k ON k.funding_line = a.funding_line AND k.component = 'JKK'
+             AND k.valid_from <= $2 AND (k.valid_to IS NULL OR k.valid_to >= $2)
+            JOIN rates m ON m.funding_line = a.funding_line AND m.component = 'JKM'
+             AND m.valid_from <= $2 AND (m.valid_to IS NULL OR m.valid_to >= $2)
+        ), ins AS (
+            INSERT INTO ledger (participant_id, period, funding_line, jkk_idr, jkm_idr)
+            SELECT participant_id, $1, funding_line, jkk, jkm FROM priced
+            ON CONFLICT DO NOTHING
+            RETURNING funding_line, jkk_idr, jkm_idr
+        ), agg AS (
+            SELECT funding_line, count(*)::int AS n, sum(jkk_idr)::bigint AS jkk,
+                   sum(jkm_idr)::bigint AS jkm
+            FROM ins GROUP BY funding_line
+        ), up AS (
+            INSERT INTO summaries AS s (funding_line, period, participants, jkk_idr, jkm_idr,
+                                        changed)
+            SELECT funding_line, $1, n, jkk, jkm, true FROM agg
+            ON CONFLICT (funding_line, period) DO UPDATE SET
+                participants = s.participants + excluded.participants,
+                jkk_idr = s.jkk_idr + excluded.jkk_idr, jkm_idr = s.jkm_idr + excluded.jkm_idr,
+                changed = true
+            WHERE s.status = 'provisional'
+            RETURNING 1
+        )
+        SELECT coalesce((SELECT sum(n) FROM agg), 0)
+        """,
+        period,
+        start,
+        end,
+    )
+    await conn.execute(
+        "INSERT INTO rolled_periods (period) VALUES ($1) ON CONFLICT DO NOTHING", period
+    )
+    return int(status)
+
+
+async def upsert_people(conn: asyncpg.Connection, people: Iterable[tuple[str, str, str]]) -> None:
+    rows = list(people)
     if not rows:
         return
-    inserted = await conn.fetch(
-        "INSERT INTO ledger (participant_id, period, funding_line, jkk_idr, jkm_idr) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) "
-        "ON CONFLICT DO NOTHING RETURNING funding_line, period, jkk_idr, jkm_idr",
+    await conn.execute(
+        "INSERT INTO people (participant_id, nik, full_name)"
+        " SELECT DISTINCT ON (p) p, n, f FROM unnest($1::text[], $2::text[], $3::text[])"
+        " WITH ORDINALITY AS d(p, n, f, o) ORDER BY p, o DESC"
+        " ON CONFLICT (participant_id) DO UPDATE SET nik = excluded.nik,"
+        " full_name = excluded.full_name",
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
-        [r[3] for r in rows],
-        [r[4] for r in rows],
     )
-    for r in inserted:
-        d = delta[(r["funding_line"], r["period"])]
-        d[0] += 1
-        d[1] += r["jkk_idr"]
-        d[2] += r["jkm_idr"]
-
-
-async def delete_ledger_after(
-    conn: asyncpg.Connection, participant_id: str, last_period: str, delta: Delta
-) -> None:
-    removed = await conn.fetch(
-        "DELETE FROM ledger l USING summaries s WHERE l.participant_id = $1 AND l.period > $2"
-        " AND s.funding_line = l.funding_line AND s.period = l.period"
-        " AND s.status = 'provisional' RETURNING l.funding_line, l.period, l.jkk_idr, l.jkm_idr",
-        participant_id,
-        last_period,
-    )
-    for r in removed:
-        d = delta[(r["funding_line"], r["period"])]
-        d[0] -= 1
-        d[1] -= r["jkk_idr"]
-        d[2] -= r["jkm_idr"]
-
-
-async def publish_summaries(
-    conn: asyncpg.Connection,
-    delta: Delta,
-    outbox: Outbox,
-    trace_headers: dict[str, str] | None = None,
-) -> list[PremiumSummary]:
-    """Apply the batch's totals and publish one new revision per line-month it touched."""
-    out: list[PremiumSummary] = []
-    for (line, period), (n, jkk, jkm) in sorted(delta.items()):
-        row = await conn.fetchrow(
-            "INSERT INTO summaries AS s (funding_line, period, revision, participants, jkk_idr,"
-            " jkm_idr) VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (funding_line, period) DO UPDATE"
-            " SET revision = s.revision + 1, participants = s.participants + excluded.participants,"
-            " jkk_idr = s.jkk_idr + excluded.jkk_idr, jkm_idr = s.jkm_idr + excluded.jkm_idr"
-            " RETURNING *",
-            line,
-            period,
-            n,
-            jkk,
-            jkm,
-        )
-        out.append(await summary_event(conn, row))
-    for s in out:
-        outbox.add(
-            SUMMARIES.name,
-            f"{s.funding_line}:{s.period}",
-            make_event(SOURCE, s, subject=f"{s.funding_line}:{s.period}"),
-            trace_headers,
-        )
-    return out
-
-
-async def summary_event(conn: asyncpg.Connection, row: Any) -> PremiumSummary:
-    year = int(row["period"][:4])
-    budget = await conn.fetchval(
-        "SELECT amount_idr FROM budgets WHERE funding_line = $1 AND fiscal_year = $2",
-        row["funding_line"],
-        year,
-    )
-    used = await conn.fetchval(
-        "SELECT coalesce(sum(jkk_idr + jkm_idr + adjustments_idr), 0) FROM summaries"
-        " WHERE funding_line = $1 AND period LIKE $2",
-        row["funding_line"],
-        f"{year:04d}-%",
-    )
-    return PremiumSummary(
-        funding_line=FundingLine(row["funding_line"]),
-        period=row["period"],
-        status=row["status"],
-        revision=row["revision"],
-        participants=row["participants"],
-        jkk_idr=row["jkk_idr"],
-        jkm_idr=row["jkm_idr"],
-        adjustments_idr=row["adjustments_idr"],
-        amount_idr=row["jkk_idr"] + row["jkm_idr"] + row["adjustments_idr"],
-        budget_idr=int(budget or 0),
-        budget_used_idr=int(used),
-    )
-
-
-def today() -> date:
-    return now_local().date()

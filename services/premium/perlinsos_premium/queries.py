@@ -1,15 +1,23 @@
-"""Read side for operators and the cohort run: liabilities as premium's tables hold them."""
+"""Read side for operators, finance and the cohort run: what premium's tables hold."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import asyncpg
 
 
 async def liability_by_line(pool: asyncpg.Pool, period: str) -> dict[str, dict[str, int]]:
-    """Per funding line for a period: participants and rupiah, summed from the ledger."""
+    """Per funding line for a period: participants and rupiah, summed from the ledger
+    and the adjustments booked in the period (so it traces to people)."""
     rows = await pool.fetch(
-        "SELECT funding_line, count(*) AS participants, sum(jkk_idr) AS jkk, sum(jkm_idr) AS jkm"
-        " FROM ledger WHERE period = $1 GROUP BY funding_line",
+        "WITH l AS (SELECT funding_line, count(*) AS participants, sum(jkk_idr) AS jkk,"
+        " sum(jkm_idr) AS jkm FROM ledger WHERE period = $1 GROUP BY funding_line),"
+        " a AS (SELECT funding_line, sum(jkk_idr + jkm_idr) AS adj FROM adjustments"
+        " WHERE booked_period = $1 GROUP BY funding_line)"
+        " SELECT funding_line, coalesce(l.participants, 0) AS participants,"
+        " coalesce(l.jkk, 0) AS jkk, coalesce(l.jkm, 0) AS jkm, coalesce(a.adj, 0) AS adj"
+        " FROM l FULL JOIN a USING (funding_line)",
         period,
     )
     return {
@@ -17,7 +25,52 @@ async def liability_by_line(pool: asyncpg.Pool, period: str) -> dict[str, dict[s
             "participants": int(r["participants"]),
             "jkk_idr": int(r["jkk"]),
             "jkm_idr": int(r["jkm"]),
-            "amount_idr": int(r["jkk"]) + int(r["jkm"]),
+            "adjustments_idr": int(r["adj"]),
+            "amount_idr": int(r["jkk"]) + int(r["jkm"]) + int(r["adj"]),
         }
         for r in rows
     }
+
+
+@dataclass(frozen=True)
+class AdjustmentLine:
+    participant_id: str
+    nik: str | None
+    full_name: str | None
+    funding_line: str
+    for_period: str
+    booked_period: str
+    jkk_idr: int
+    jkm_idr: int
+    reason: str
+
+    @property
+    def amount_idr(self) -> int:
+        return self.jkk_idr + self.jkm_idr
+
+
+async def adjustments_booked(pool: asyncpg.Pool, period: str) -> list[AdjustmentLine]:
+    """Every correction booked in `period`, per participant (nets out repeated ones)."""
+    rows = await pool.fetch(
+        "SELECT a.participant_id, p.nik, p.full_name, a.funding_line, a.for_period,"
+        " a.booked_period, sum(a.jkk_idr) AS jkk, sum(a.jkm_idr) AS jkm,"
+        " string_agg(DISTINCT a.reason, ',') AS reason FROM adjustments a"
+        " LEFT JOIN people p USING (participant_id) WHERE a.booked_period = $1"
+        " GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(a.jkk_idr + a.jkm_idr) <> 0"
+        " ORDER BY a.funding_line, p.nik NULLS LAST, a.participant_id, a.for_period",
+        period,
+    )
+    return [
+        AdjustmentLine(
+            r["participant_id"],
+            r["nik"],
+            r["full_name"],
+            r["funding_line"],
+            r["for_period"],
+            r["booked_period"],
+            int(r["jkk"]),
+            int(r["jkm"]),
+            r["reason"],
+        )
+        for r in rows
+    ]

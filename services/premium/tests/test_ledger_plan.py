@@ -1,0 +1,88 @@
+"""Reconciling wanted months with billed ones: open months in place, closed by adjustment."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from perlinsos_premium.arrears import LineMonth, Terms, due_date, line_arrears, months_overdue
+from perlinsos_premium.budget import crossed
+from perlinsos_premium.rates import Rate, RateTable
+from perlinsos_premium.reconcile import Adjustment, LedgerRow, first_open_period, plan
+
+L = "PERWAKO-30-2025"
+RATES = RateTable(
+    (
+        Rate(L, "JKK", 10_000, date(2023, 1, 1), None),
+        Rate(L, "JKM", 6_800, date(2023, 1, 1), date(2026, 3, 31)),
+        Rate(L, "JKM", 7_000, date(2026, 4, 1), None),
+    )
+)
+
+
+def test_new_months_in_open_periods_become_ledger_rows_at_the_rate_in_force() -> None:
+    changes = plan("p1", {"2026-03": L, "2026-04": L}, {}, {}, set(), RATES)
+    assert changes.add == [
+        LedgerRow("p1", "2026-03", L, 10_000, 6_800),
+        LedgerRow("p1", "2026-04", L, 10_000, 7_000),
+    ]
+    assert not changes.remove and not changes.adjust
+
+
+def test_nothing_changes_when_billed_equals_wanted() -> None:
+    ledger = {("2025-10", L): (10_000, 6_800)}
+    assert not plan("p1", {"2025-10": L}, ledger, {}, set(), RATES)
+
+
+def test_back_dated_exit_corrects_a_closed_month_in_the_first_open_month() -> None:
+    ledger = {("2025-10", L): (10_000, 6_800), ("2025-11", L): (10_000, 6_800)}
+    closed = {("2025-10", L)}
+    changes = plan("p1", {}, ledger, {}, closed, RATES)  # exit before cover start
+    assert changes.remove == [LedgerRow("p1", "2025-11", L, 10_000, 6_800)]
+    assert changes.adjust == [
+        Adjustment("p1", "2025-10", L, "2025-11", -10_000, -6_800, "KOREKSI_KURANG")
+    ]
+    # applied once, the same plan again is a no-op
+    assert not plan("p1", {}, {("2025-10", L): (10_000, 6_800)}, {("2025-10", L): (-10_000, -6_800)}, closed, RATES)  # fmt: skip
+
+
+def test_late_cover_in_a_closed_month_is_a_positive_adjustment_past_closed_months() -> None:
+    closed = {("2025-10", L), ("2025-11", L)}
+    changes = plan("p1", {"2025-10": L}, {}, {}, closed, RATES)
+    assert changes.adjust[0].booked_period == "2025-12"
+    assert changes.adjust[0].amount_idr == 16_800
+    assert first_open_period(L, "2025-12", closed) == "2026-01"
+
+
+def test_missing_rate_is_an_error_not_a_zero() -> None:
+    with pytest.raises(LookupError):
+        plan("p1", {"2022-12": L}, {}, {}, set(), RATES)
+
+
+def test_due_date_and_overdue_months() -> None:
+    t = Terms()
+    m = LineMonth(L, "2025-09", 100, 0)
+    assert due_date("2025-12", t) == date(2026, 1, 15)
+    assert months_overdue(m, date(2025, 10, 15), t) == 0
+    assert months_overdue(m, date(2025, 10, 16), t) == 1
+    assert months_overdue(m, date(2025, 11, 15), t) == 1
+    assert months_overdue(m, date(2025, 11, 16), t) == 2
+    assert months_overdue(LineMonth(L, "2025-09", 100, 100), date(2026, 6, 1), t) == 0
+
+
+def test_lapse_risk_when_a_month_is_two_months_overdue() -> None:
+    t = Terms()
+    months = [LineMonth(L, "2025-09", 100, 0), LineMonth(L, "2025-10", 100, 50)]
+    early = line_arrears(months, date(2025, 11, 16), t)[L]
+    assert early.overdue == {"2025-09": 2, "2025-10": 1} and early.lapse_risk
+    paid = line_arrears([LineMonth(L, "2025-09", 100, 100)], date(2025, 12, 1), t)[L]
+    assert not paid.lapse_risk and paid.outstanding_idr == 0
+
+
+def test_budget_thresholds() -> None:
+    transport_2025 = 2_721_600_000
+    assert crossed(transport_2025, 2_177_280_000 - 1) == []
+    assert crossed(transport_2025, 2_177_280_000) == [80]
+    assert crossed(transport_2025, transport_2025) == [80, 100]
+    assert crossed(0, 1) == []

@@ -1,0 +1,171 @@
+"""Premium's SQL against a real PostgreSQL (no broker): handlers, roll, close, export."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from openpyxl import load_workbook
+
+from perlinsos_premium.billing import billed_periods
+from perlinsos_premium.closing import close_month
+from perlinsos_premium.export import HEADER_ROW, gather, write_csv, write_xlsx
+from perlinsos_premium.handlers import handle_decisions, handle_participants
+from perlinsos_premium.ledger import roll_period
+from perlinsos_premium.queries import adjustments_booked, liability_by_line
+from perlinsos_premium.summaries import publish_changed
+from perlinsos_shared.clock import BATAM_TZ, today_local
+from perlinsos_shared.consumer import Incoming
+from perlinsos_shared.db import open_service_db
+from perlinsos_shared.envelope import RawEnvelope
+from perlinsos_shared.outbox import Outbox
+
+pytestmark = pytest.mark.flow
+
+L30 = "PERWAKO-30-2025"
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await open_service_db(database_url, "premium", pool_size=2)
+    yield p
+    await p.close()
+
+
+def incoming(event_type: str, data: dict[str, Any]) -> Incoming:
+    env = RawEnvelope(
+        specversion="1.0", id=str(uuid.uuid4()), source="t", type=event_type, data=data
+    )
+    return Incoming(envelope=env, key=None, headers={}, record=None)  # type: ignore[arg-type]
+
+
+def decision(
+    pid: str, outcome: str, start: date | None = None, end: date | None = None
+) -> Incoming:
+    return incoming(
+        "perlinsos.eligibility.decided.v1",
+        {
+            "decision_id": str(uuid.uuid4()),
+            "participant_id": pid,
+            "outcome": outcome,
+            "funding_line": L30,
+            "cover_start": start.isoformat() if start else None,
+            "cover_end": end.isoformat() if end else None,
+            "rule_version": "t",
+            "occupation": "OJEK_DARING",
+            "agency": "DISHUB",
+            "request_id": pid,
+            "first_name": "Budi",
+            "phone_e164": "+6281234567890",
+            "decided_at": datetime.now(BATAM_TZ).isoformat(),
+        },
+    )
+
+
+async def apply(pool: asyncpg.Pool, handler: Any, messages: list[Incoming]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await handler(conn, messages, Outbox())
+
+
+async def test_month_roll_sql_agrees_with_the_pure_billing_rule(pool: asyncpg.Pool) -> None:
+    starts = [date(2025, 9, 30), date(2025, 10, 1), date(2025, 10, 31), date(2025, 11, 1)]
+    ends: list[date | None] = [None, date(2025, 9, 29), date(2025, 10, 1), date(2025, 10, 31)]
+    ends += [date(2025, 11, 1), date(2025, 9, 30)]
+    covers = [(f"p{i}-{j}", s, e) for i, s in enumerate(starts) for j, e in enumerate(ends)]
+    await pool.execute(
+        "INSERT INTO covers SELECT p, $4, s, e FROM unnest($1::text[], $2::date[], $3::date[])"
+        " AS d(p, s, e)",
+        [c[0] for c in covers],
+        [c[1] for c in covers],
+        [c[2] for c in covers],
+        L30,
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        billed = await roll_period(conn, "2025-10")
+    rows = {r["participant_id"] for r in await pool.fetch("SELECT participant_id FROM ledger")}
+    expected = {p for p, s, e in covers if "2025-10" in billed_periods(s, e, date(2030, 1, 1))}
+    assert rows == expected and billed == len(expected) > 0
+
+
+async def test_decisions_close_back_dated_exit_and_export(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    today = today_local()
+    period = f"{today:%Y-%m}"
+    start = today.replace(day=1)
+    await apply(
+        pool,
+        handle_participants,
+        [
+            incoming(
+                "perlinsos.participant.enrolled.v1",
+                {
+                    "participant_id": f"p{i}",
+                    "nik": f"21710{i:011d}",
+                    "full_name": f"Nama {i}",
+                    "birth_date": "1990-01-01",
+                    "sex": "L",
+                    "phone_e164": "+6281234567890",
+                    "address": {},
+                    "occupation": "OJEK_DARING",
+                    "existing_bpjs_tk": False,
+                    "agency": "DISHUB",
+                    "request_id": f"r{i}",
+                    "enrolled_at": "2025-10-01T00:00:00+07:00",
+                },
+            )  # fmt: skip
+            for i in range(3)
+        ],
+    )
+    batch = [decision(f"p{i}", "eligible", start) for i in range(3)]
+    batch.append(decision("p9", "waitlisted"))
+    await apply(pool, handle_decisions, batch)
+    await apply(pool, handle_decisions, batch[:2])  # same decisions, other ids: no change
+    published = await publish_changed(pool, today)
+    assert [(s.period, s.participants, s.amount_idr, s.revision) for s in published] == [
+        (period, 3, 3 * 16_800, 1)
+    ]
+    assert await publish_changed(pool, today) == []  # nothing changed, nothing published
+
+    first = await close_month(pool, period, today)
+    assert not first.already_closed and len(first.summaries) == 3
+    closed = {s.funding_line.value: s for s in first.summaries}
+    assert closed[L30].status == "closed" and closed[L30].amount_idr == 3 * 16_800
+    assert (await close_month(pool, period, today)).already_closed
+
+    # a back-dated exit: p1 left before cover started
+    await apply(pool, handle_decisions, [decision("p1", "exited", end=start - timedelta(days=1))])
+    after = await liability_by_line(pool, period)
+    assert after[L30]["amount_idr"] == 3 * 16_800  # the closed month is untouched
+    nxt = (start + timedelta(days=32)).strftime("%Y-%m")
+    adj = await adjustments_booked(pool, nxt)
+    assert [(a.nik, a.for_period, a.amount_idr) for a in adj] == [
+        ("2171000000000001", period, -16_800)
+    ]
+    [summary] = await publish_changed(pool, today)
+    assert (summary.period, summary.adjustments_idr, summary.status) == (
+        nxt,
+        -16_800,
+        "provisional",
+    )
+
+    export = await gather(pool, period, today)
+    path = write_xlsx(export, tmp_path / "x.xlsx")
+    wb = load_workbook(path)
+    sheet = wb["Ringkasan"]
+    total_row = HEADER_ROW + 1 + 3
+    assert sheet.cell(total_row, 1).value == "TOTAL"
+    assert sheet.cell(total_row, 8).value == closed[L30].amount_idr
+    line_sheet = wb[L30]
+    assert line_sheet.cell(HEADER_ROW + 4, 8).value == closed[L30].amount_idr
+    assert "RAHASIA" in str(sheet.cell(1, 1).value) and "RAHASIA" in wb.properties.keywords
+    assert path.stat().st_mode & 0o077 == 0
+    files = write_csv(await gather(pool, nxt, today), tmp_path / "csv")
+    assert any(
+        f.name.endswith(f"{L30}.csv") and "-16800" in f.read_text("utf-8-sig") for f in files
+    )
