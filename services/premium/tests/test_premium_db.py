@@ -118,7 +118,7 @@ async def test_decisions_close_back_dated_exit_and_export(
                     "request_id": f"r{i}",
                     "enrolled_at": "2025-10-01T00:00:00+07:00",
                 },
-            )  # fmt: skip
+            )
             for i in range(3)
         ],
     )
