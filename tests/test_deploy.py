@@ -1,0 +1,519 @@
+"""The deployment files agree with the code: compose, Dockerfiles, Kubernetes, Grafana.
+
+No Docker engine or cluster runs here, so these tests parse what cannot be run and
+compare it with the code's own truth: the topic catalogue (`perlinsos_shared.topics`),
+the settings (`perlinsos_shared.settings.Settings`) and the metrics instruments. They
+iterate over the catalogue, never over a list written here, so a new topic needs only
+`python -m perlinsos_shared.topics_init --strimzi > deploy/k8s/base/kafka-topics.yaml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+from perlinsos_shared.settings import Settings
+from perlinsos_shared.topics import CATALOGUE, DLQ_SUFFIX
+from perlinsos_shared.topics_init import strimzi_topics, topic_specs
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+K8S_BASE = ROOT / "deploy" / "k8s" / "base"
+K8S_PRODUCTION = ROOT / "deploy" / "k8s" / "overlays" / "production"
+SERVICES = ("registry", "eligibility", "premium", "notify")
+CONTAINER_PORT = 8080  # PERLINSOS_METRICS_PORT chosen for containers
+
+# Standard OpenTelemetry SDK variables a deployment may set beside the Settings fields.
+OTEL_STANDARD = {
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+}
+SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "ACCOUNT_SID")
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def settings_env_names() -> set[str]:
+    """Every environment variable Settings reads (alias or field name, upper case)."""
+    return {(f.alias or name).upper() for name, f in Settings.model_fields.items()}
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """What a service would make of this environment (raises on a value it rejects)."""
+    known = settings_env_names()
+    values: dict[str, Any] = {k: v for k, v in env.items() if k in known}
+    by_upper = {(f.alias or n).upper(): (f.alias or n) for n, f in Settings.model_fields.items()}
+    return Settings(**{by_upper[k]: v for k, v in values.items()})
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load_yaml_all(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+def dotenv_example() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?+])([^}]*))?\}")
+
+
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Compose's `${VAR}`, `${VAR:-default}`, `${VAR:?error}` against an env file."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3) or ""
+        if name in env and (env[name] or not (op or "").startswith(":")):
+            return env[name]
+        if op and op.endswith("-"):
+            return arg
+        raise AssertionError(f"${{{name}}} has no value in .env.example")
+
+    return _INTERPOLATION.sub(repl, value)
+
+
+def consumed_partitions(service: str) -> list[int]:
+    return [t.partitions for t in CATALOGUE if service in t.consumers]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc = load_yaml(ROOT / "docker-compose.yml")
+    assert isinstance(doc, dict)
+    return doc
+
+
+def service_env(compose: dict[str, Any], name: str) -> dict[str, str]:
+    env = compose["services"][name].get("environment") or {}
+    assert isinstance(env, dict), f"{name}: environment as a mapping"
+    return {k: str(v) for k, v in env.items()}
+
+
+def healthcheck_port(test: list[str] | str) -> int:
+    text = test if isinstance(test, str) else " ".join(test)
+    m = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)/readyz", text)
+    assert m, f"health check probes /readyz: {text}"
+    return int(m.group(1))
+
+
+# --- the topic catalogue as deployed ---------------------------------------------------
+
+
+def test_topic_specs_cover_the_catalogue_with_its_partitions_retention_and_compaction() -> None:
+    specs = {s.name: s for s in topic_specs()}
+    assert len(specs) == 2 * len(CATALOGUE)
+    for t in CATALOGUE:
+        spec, dlq = specs[t.name], specs[t.name + DLQ_SUFFIX]
+        assert spec.partitions == t.partitions
+        assert spec.config["cleanup.policy"] == ("compact" if t.compacted else "delete")
+        expected_ms = -1 if t.retention_days < 0 else t.retention_days * 86_400_000
+        assert int(spec.config["retention.ms"]) == expected_ms
+        assert dlq.partitions == 1
+        assert dlq.config["cleanup.policy"] == "delete"
+    assert specs["premium.summaries.v1"].config["cleanup.policy"] == "compact"
+
+
+def test_strimzi_kafka_topics_match_the_catalogue() -> None:
+    path = K8S_BASE / "kafka-topics.yaml"
+    committed = load_yaml_all(path)
+    expected = strimzi_topics(topic_specs())
+    by_name = {d["metadata"]["name"]: d for d in committed}
+    hint = "regenerate: uv run --frozen python -m perlinsos_shared.topics_init --strimzi"
+    assert set(by_name) == {d["metadata"]["name"] for d in expected}, hint
+    for want in expected:
+        have = by_name[want["metadata"]["name"]]
+        assert have["kind"] == "KafkaTopic"
+        assert have["spec"]["topicName"] == want["spec"]["topicName"], hint
+        assert have["spec"]["partitions"] == want["spec"]["partitions"], hint
+        assert have["spec"]["config"] == want["spec"]["config"], hint
+        assert have["metadata"]["labels"]["strimzi.io/cluster"] == "perlinsos"
+
+
+# --- docker-compose.yml ----------------------------------------------------------------
+
+
+def test_vendored_compose_schema_is_the_recorded_file() -> None:
+    digest = hashlib.sha256((DATA / "compose-spec.json").read_bytes()).hexdigest()
+    assert digest in (DATA / "compose-spec.SOURCE.md").read_text(encoding="utf-8")
+
+
+def test_compose_file_is_valid_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema = json.loads((DATA / "compose-spec.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_compose_schema_check_catches_a_broken_file(compose: dict[str, Any]) -> None:
+    schema = json.loads((DATA / "compose-spec.json").read_text(encoding="utf-8"))
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["registry"]["depends_on"]["kafka"]["condition"] = "service_happy"
+    broken["services"]["notify"]["restart_policy"] = "always"
+    assert len(list(jsonschema.Draft7Validator(schema).iter_errors(broken))) >= 2
+
+
+def test_compose_runs_the_infrastructure_the_design_names(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    assert str(kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]) == "false"
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert "opentelemetry-collector" in services["otel-collector"]["image"]
+    assert services["jaeger"]["image"].startswith("jaegertracing/")
+    assert services["prometheus"]["image"].startswith("prom/prometheus")
+    assert services["grafana"]["image"].startswith("grafana/grafana")
+    for name in ("kafka", "postgres", "prometheus", "grafana"):
+        assert "test" in services[name]["healthcheck"], f"{name} has a health check"
+
+
+def test_topic_init_job_runs_the_codes_own_topic_creation(compose: dict[str, Any]) -> None:
+    job = compose["services"]["topics-init"]
+    command = job["command"]
+    assert command[:3] == ["python", "-m", "perlinsos_shared.topics_init"]
+    assert importlib.util.find_spec("perlinsos_shared.topics_init") is not None
+    assert job["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert job["restart"] == "no"
+    bootstrap = job["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+    assert bootstrap == service_env(compose, "registry")["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_compose_service_is_built_from_its_dockerfile_and_waits_for_its_dependencies(
+    compose: dict[str, Any], svc: str
+) -> None:
+    service = compose["services"][svc]
+    build = service["build"]
+    assert build["context"] == "."
+    assert build["dockerfile"] == f"services/{svc}/Dockerfile"
+    assert (ROOT / build["dockerfile"]).is_file()
+    conditions = {k: v["condition"] for k, v in service["depends_on"].items()}
+    assert conditions["kafka"] == "service_healthy"
+    assert conditions["postgres"] == "service_healthy"
+    assert conditions["topics-init"] == "service_completed_successfully"
+    # Scale out with `docker compose up --scale <svc>=N`: nothing may pin one container.
+    assert "container_name" not in service
+    assert "ports" not in service
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_compose_environment_is_what_the_settings_read(compose: dict[str, Any], svc: str) -> None:
+    env = service_env(compose, svc)
+    unknown = set(env) - settings_env_names() - OTEL_STANDARD
+    assert not unknown, f"{svc}: variables no setting reads: {sorted(unknown)}"
+    resolved = {k: interpolate(v, dotenv_example()) for k, v in env.items()}
+    settings = settings_from_env(resolved)
+    assert settings.metrics_port == CONTAINER_PORT
+    assert settings.otel_exporter_otlp_endpoint
+    assert resolved["OTEL_SERVICE_NAME"] == f"perlinsos-{svc}"
+
+    # The health check and Prometheus use the port the service serves on.
+    assert healthcheck_port(compose["services"][svc]["healthcheck"]["test"]) == CONTAINER_PORT
+    assert str(CONTAINER_PORT) in [str(p) for p in compose["services"][svc]["expose"]]
+
+    # Addresses point at the compose services that exist, on the ports they listen on.
+    kafka_env = compose["services"]["kafka"]["environment"]
+    host, _, port = (settings.kafka_bootstrap_servers or "").partition(":")
+    assert host in compose["services"]
+    assert f"PLAINTEXT://{host}:{port}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    db = urlsplit(settings.database_url or "")
+    pg_env = compose["services"]["postgres"]["environment"]
+    assert db.hostname in compose["services"] and db.port == 5432
+    assert db.username == pg_env["POSTGRES_USER"]
+    assert db.path.lstrip("/") == pg_env["POSTGRES_DB"]
+    otlp = urlsplit(settings.otel_exporter_otlp_endpoint or "")
+    assert otlp.hostname in compose["services"] and otlp.port == 4318
+
+
+def test_every_compose_variable_is_in_env_example_and_no_secret_is_committed(
+    compose: dict[str, Any],
+) -> None:
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    used = set(_INTERPOLATION.findall(text))
+    example = dotenv_example()
+    missing = {name for name, _op, _arg in used} - set(example)
+    assert not missing, f"add to .env.example: {sorted(missing)}"
+
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if any(word in key for word in SECRET_WORDS):
+                assert str(value).startswith("${"), f"{name}.{key} must come from .env"
+    for key, value in example.items():
+        if any(word in key for word in SECRET_WORDS) and value:
+            assert "change-me" in value or set(value) <= set("ACx+X0123456789"), key
+    assert ".env" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+
+
+def test_observability_wiring_matches_across_compose_collector_and_prometheus(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    for svc in ("otel-collector", "prometheus", "grafana"):
+        for volume in services[svc].get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{svc} mounts {source}"
+
+    collector = load_yaml(ROOT / "deploy" / "otel-collector" / "config.yaml")
+    assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    pipelines = collector["service"]["pipelines"]
+    for pipeline in pipelines.values():
+        for part in ("receivers", "processors", "exporters"):
+            for name in pipeline.get(part, []):
+                assert name in collector[part], f"{part} {name} is configured"
+    jaeger = collector["exporters"][pipelines["traces"]["exporters"][0]]["endpoint"]
+    assert jaeger.split(":")[0] in services
+    prom_port = collector["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1]
+    assert "prometheus" in pipelines["metrics"]["exporters"]
+
+    prometheus = load_yaml(ROOT / "deploy" / "prometheus" / "prometheus.yml")
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
+    targets = jobs["otel-collector"]["static_configs"][0]["targets"]
+    assert targets == [f"otel-collector:{prom_port}"]
+    dns = jobs["perlinsos-services"]["dns_sd_configs"][0]
+    assert set(dns["names"]) == set(SERVICES)
+    assert dns["port"] == CONTAINER_PORT
+
+
+# --- Dockerfiles -----------------------------------------------------------------------
+
+
+def workspace_members() -> list[str]:
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    members: list[str] = []
+    for pattern in root["tool"]["uv"]["workspace"]["members"]:
+        members += sorted(
+            str(p.parent.relative_to(ROOT)) for p in ROOT.glob(f"{pattern}/pyproject.toml")
+        )
+    return members
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_dockerfile_is_multi_stage_uv_locked_non_root_with_a_health_check(svc: str) -> None:
+    text = (ROOT / "services" / svc / "Dockerfile").read_text(encoding="utf-8")
+    stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\w+)", text, flags=re.M | re.I)
+    assert len(stages) >= 3 and stages[-1] == "runtime", stages
+    assert "COPY uv.lock" in text
+    joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines as one
+    syncs = re.findall(r"^RUN .*?uv sync (.*)$", joined, flags=re.M)
+    assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs)
+    assert all(f"--package perlinsos-{svc}" in s for s in syncs)
+    # uv reads the whole workspace: every member's pyproject.toml goes into the build.
+    for member in workspace_members():
+        assert f"COPY {member}/pyproject.toml {member}/" in text, member
+    assert "COPY --from=build /app/.venv /app/.venv" in text
+    user = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    assert healthcheck_port(text.split("HEALTHCHECK", 1)[1].split("\n\n")[0]) == CONTAINER_PORT
+    assert re.search(rf"^EXPOSE\s+{CONTAINER_PORT}\b", text, flags=re.M)
+    assert f"PERLINSOS_METRICS_PORT={CONTAINER_PORT}" in text
+    cmd = re.findall(r"^CMD\s+(\[.*\])", text, flags=re.M)
+    assert json.loads(cmd[-1]) == ["python", "-m", f"perlinsos_{svc}"]
+    assert importlib.util.find_spec(f"perlinsos_{svc}.__main__") is not None
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_images() -> None:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    for pattern in (".env", "**/.venv", ".perlinsos", "**/.git"):
+        assert pattern in lines
+
+
+# --- Kubernetes ------------------------------------------------------------------------
+
+
+def base_resources() -> list[dict[str, Any]]:
+    kustomization = load_yaml(K8S_BASE / "kustomization.yaml")
+    docs: list[dict[str, Any]] = []
+    for resource in kustomization["resources"]:
+        path = K8S_BASE / resource
+        assert path.is_file(), f"kustomization lists {resource}"
+        docs += load_yaml_all(path)
+    return docs
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"one {kind} {name}"
+    return found[0]
+
+
+def test_k8s_configmap_holds_only_settings_the_code_reads_and_no_secret() -> None:
+    docs = base_resources()
+    config = find(docs, "ConfigMap", "perlinsos-config")["data"]
+    unknown = set(config) - settings_env_names() - OTEL_STANDARD
+    assert not unknown, sorted(unknown)
+    assert not [k for k in config if any(w in k for w in SECRET_WORDS)]
+    assert settings_from_env(config).metrics_port == CONTAINER_PORT
+    assert not [d for d in docs if d["kind"] == "Secret"], "secrets are created, not committed"
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_k8s_service_has_deployment_probes_resources_service_and_autoscaler(svc: str) -> None:
+    docs = base_resources()
+    name = f"perlinsos-{svc}"
+    config = find(docs, "ConfigMap", "perlinsos-config")["data"]
+    port = int(config["PERLINSOS_METRICS_PORT"])
+
+    deployment = find(docs, "Deployment", name)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", f"perlinsos_{svc}"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": port}
+    env_from = {next(iter(e.values()))["name"] for e in container["envFrom"]}
+    assert env_from == {"perlinsos-config", "perlinsos-secrets"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OTEL_SERVICE_NAME"] == name
+    assert not set(env) - settings_env_names() - OTEL_STANDARD - {"POD_NAME"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    requests = container["resources"]["requests"]
+    assert requests["cpu"] and requests["memory"]
+    assert container["resources"]["limits"]["memory"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == port
+
+    service = find(docs, "Service", name)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+
+    hpa = find(docs, "HorizontalPodAutoscaler", name)
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": name,
+    }
+    # Past the partition count of what it consumes, a new instance would sit idle.
+    partitions = consumed_partitions(svc)
+    assert partitions, f"{svc} consumes a catalogue topic"
+    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"] <= max(partitions)
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_k8s_base_builds_with_kustomize() -> None:
+    rendered = kustomize(K8S_BASE)
+    kinds = [d["kind"] for d in rendered]
+    assert kinds.count("Deployment") == kinds.count("HorizontalPodAutoscaler") == len(SERVICES)
+    assert kinds.count("KafkaTopic") == 2 * len(CATALOGUE)
+
+
+def test_k8s_production_overlay_keeps_the_catalogue_and_hardens_the_base() -> None:
+    rendered = kustomize(K8S_PRODUCTION)
+    assert {d["metadata"].get("namespace") for d in rendered if d["kind"] != "Namespace"} == {
+        "perlinsos"
+    }
+    topics = {d["spec"]["topicName"]: d["spec"] for d in rendered if d["kind"] == "KafkaTopic"}
+    for spec in topic_specs():
+        assert topics[spec.name]["partitions"] == spec.partitions
+        assert topics[spec.name]["replicas"] == 3
+        for key, value in spec.config.items():
+            assert topics[spec.name]["config"][key] == value
+    config = next(d for d in rendered if d["kind"] == "ConfigMap")["data"]
+    assert not set(config) - settings_env_names() - OTEL_STANDARD
+    settings = settings_from_env(config)
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.metrics_port == CONTAINER_PORT
+    for d in rendered:
+        if d["kind"] == "HorizontalPodAutoscaler":
+            assert d["spec"]["minReplicas"] >= 2
+        if d["kind"] == "Deployment":
+            mounts = d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+            ca_dir = str(settings.kafka_ssl_cafile).rsplit("/", 1)[0]
+            assert ca_dir in [m["mountPath"] for m in mounts]
+    budgets = {
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for d in rendered
+        if d["kind"] == "PodDisruptionBudget"
+    }
+    assert budgets == {f"perlinsos-{s}" for s in SERVICES}
+
+
+# --- Grafana ---------------------------------------------------------------------------
+
+
+def code_instrument_names() -> set[str]:
+    """Prometheus base names of every OpenTelemetry instrument the code creates."""
+    pattern = re.compile(r"create_[a-z_]+\(\s*\"([a-z0-9_.]+)\"")
+    names: set[str] = set()
+    roots = [ROOT / "shared" / "perlinsos_shared"] + [
+        ROOT / "services" / s / f"perlinsos_{s}" for s in SERVICES
+    ]
+    for root in roots:
+        for path in root.rglob("*.py"):
+            names.update(n.replace(".", "_") for n in pattern.findall(path.read_text("utf-8")))
+    return names
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield panel["title"], target["expr"]
+
+
+def test_grafana_dashboard_is_provisioned_and_shows_what_operators_watch() -> None:
+    datasources = load_yaml(ROOT / "deploy/grafana/provisioning/datasources/perlinsos.yaml")
+    uids = {d["uid"] for d in datasources["datasources"]}
+    provider = load_yaml(ROOT / "deploy/grafana/provisioning/dashboards/perlinsos.yaml")
+    path = provider["providers"][0]["options"]["path"]
+    compose = load_yaml(ROOT / "docker-compose.yml")
+    mounts = [str(v) for v in compose["services"]["grafana"]["volumes"]]
+    assert f"./deploy/grafana/dashboards:{path}:ro" in mounts
+
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/perlinsos.json").read_text("utf-8"))
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] in uids, panel["title"]
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("consumed", "lag", "dead letters", "outbox", "liability"):
+        assert topic in titles, f"a panel on {topic}"
+
+    instruments = code_instrument_names()
+    suffix = re.compile(r"^(?:_[a-z]+)?(?:_total|_bucket|_sum|_count)?$")
+    for title, expr in dashboard_exprs(dashboard):
+        metrics = re.findall(r"\bperlinsos_[a-z0-9_]+", expr)
+        assert metrics, f"{title}: queries a perlinsos metric"
+        for metric in metrics:
+            ok = any(
+                metric.startswith(base) and suffix.match(metric[len(base) :])
+                for base in instruments
+            )
+            assert ok, f"{title}: {metric} is no instrument of the code"
