@@ -57,6 +57,7 @@ async def publish_submissions(
                     "messaging.system": "kafka",
                     "messaging.destination.name": INTAKE.name,
                     "perlinsos.agency": agency,
+                    "perlinsos.request_id": str(data.get("request_id", "")),
                 },
             ):
                 carrier: dict[str, str] = {}

@@ -155,6 +155,9 @@ def cohort(
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    from perlinsos_cli.trace import setup_cli_tracing
+
+    setup_cli_tracing()  # the agency side of submissions sent from here joins their traces
     app()
 
 

@@ -23,8 +23,9 @@ from pydantic import ValidationError
 
 from perlinsos_shared import inbox
 from perlinsos_shared.envelope import RawEnvelope
+from perlinsos_shared.metrics import platform
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.telemetry import context_from_headers, current_trace_headers
+from perlinsos_shared.telemetry import context_from_headers, scrub, span_headers
 from perlinsos_shared.topics import Topic
 
 log = logging.getLogger("perlinsos.consumer")
@@ -137,10 +138,30 @@ class BatchConsumer:
         self._after_commit = after_commit
         self._max_attempts = max_attempts
         self.stats = ConsumerStats()
+        self._metrics = platform()
+        self._labels = {"topic": topic.name}
+
+    def note_positions(self, kafka_consumer: Any, records: Sequence[Any]) -> None:
+        """Consumer lag per partition after this batch: high watermark minus next offset."""
+        from aiokafka import TopicPartition
+
+        last: dict[int, int] = {}
+        for r in records:
+            if r.offset >= last.get(r.partition, -1):
+                last[r.partition] = r.offset
+        for partition, offset in last.items():
+            try:
+                high = kafka_consumer.highwater(TopicPartition(self.topic.name, partition))
+            except Exception:  # not assigned any more, or no fetch yet
+                continue
+            if high is not None:
+                self._metrics.lag[(self.topic.name, partition)] = max(0, high - offset - 1)
 
     async def process(self, records: Sequence[Any]) -> None:
+        started = time.perf_counter()
         self.stats.batches += 1
         self.stats.consumed += len(records)
+        self._metrics.consumed.add(len(records), self._labels)
         good: list[Incoming] = []
         bad: list[tuple[Record, str]] = []
         for record in records:
@@ -168,36 +189,39 @@ class BatchConsumer:
             log.warning("batch failed; applying one message at a time", exc_info=True)
             await self._apply_one_by_one(good, bad)
         self._close_spans(good)
+        self._metrics.batch_duration.record(time.perf_counter() - started, self._labels)
         if self._after_commit:
             self._after_commit()
 
     def _open_spans(self, messages: list[Incoming]) -> None:
+        """One CONSUMER span per message, a child of the span that produced it.
+
+        The span's context goes into `Incoming.trace_headers`: what the handler writes to
+        the outbox for this message carries it, so the next hop continues the same trace.
+        Attributes carry only ids that are not personal data (agency reference, participant
+        id, decision id), which `perlinsos trace` searches.
+        """
         for m in messages:
             parent = context_from_headers(m.headers)
+            attributes: dict[str, Any] = {
+                "messaging.system": "kafka",
+                "messaging.destination.name": self.topic.name,
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": f"perlinsos-{self.service}",
+                "messaging.kafka.destination.partition": m.record.partition,
+                "messaging.kafka.offset": m.record.offset,
+                "messaging.message.id": m.id,
+                "cloudevents.event_type": m.type,
+            }
+            attributes.update(correlation_attributes(m.envelope.data))
             span = tracer.start_span(
                 f"{self.topic.name} process",
                 context=parent,
                 kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.destination.name": self.topic.name,
-                    "messaging.operation.type": "process",
-                    "messaging.consumer.group.name": f"perlinsos-{self.service}",
-                    "messaging.kafka.destination.partition": m.record.partition,
-                    "messaging.kafka.offset": m.record.offset,
-                    "messaging.message.id": m.id,
-                    "cloudevents.event_type": m.type,
-                },
+                attributes=attributes,
             )
             m.span = span
-            token = trace.set_span_in_context(span)
-            from opentelemetry import context as otel_context
-
-            attach = otel_context.attach(token)
-            try:
-                m.trace_headers = current_trace_headers()
-            finally:
-                otel_context.detach(attach)
+            m.trace_headers = span_headers(span)
 
     def _close_spans(self, messages: list[Incoming], error: str | None = None) -> None:
         for m in messages:
@@ -228,6 +252,12 @@ class BatchConsumer:
         self.stats.applied += len(fresh)
         self.stats.duplicates += len(good) - len(fresh)
         self.stats.dead_letters += len(bad)
+        if fresh:
+            self._metrics.applied.add(len(fresh), self._labels)
+        if len(good) > len(fresh):
+            self._metrics.duplicates.add(len(good) - len(fresh), self._labels)
+        if bad:
+            self._metrics.dead_letters.add(len(bad), self._labels)
 
     async def _apply_batch(self, good: list[Incoming], bad: list[tuple[Record, str]]) -> None:
         for attempt in range(1, self._max_attempts + 1):
@@ -260,8 +290,16 @@ class BatchConsumer:
                         extra={"event_id": m.id, "topic": self.topic.name, "error": repr(exc)},
                     )
                     if m.span is not None:
-                        m.span.record_exception(exc)
+                        # not record_exception: an exception's text may quote the input
+                        m.span.add_event(
+                            "exception",
+                            {
+                                "exception.type": type(exc).__name__,
+                                "exception.message": _short_error(exc),
+                            },
+                        )
                         m.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                        m.span.set_attribute("perlinsos.dead_lettered", True)
                     await self._dead_letter_applied(m, _short_error(exc))
 
     async def _dead_letter_applied(self, m: Incoming, error: str) -> None:
@@ -272,6 +310,23 @@ class BatchConsumer:
             await inbox.claim(conn, self.topic.name, [m.id])
             await outbox.flush(conn)
         self.stats.dead_letters += 1
+        self._metrics.dead_letters.add(1, self._labels)
+
+
+CORRELATION_FIELDS = ("agency", "request_id", "participant_id", "decision_id", "outcome")
+
+
+def correlation_attributes(data: Any) -> dict[str, str]:
+    """`perlinsos.<field>` span attributes from an event's `data`: ids an operator searches
+    by (never the NIK, name or phone; those fields are not read)."""
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, str] = {}
+    for name in CORRELATION_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str) and value:
+            out[f"perlinsos.{name}"] = value[:128]
+    return out
 
 
 def _short_error(exc: BaseException) -> str:
@@ -280,4 +335,4 @@ def _short_error(exc: BaseException) -> str:
             f"{'.'.join(str(p) for p in e['loc']) or '$'}: {e['msg']}" for e in exc.errors()[:5]
         ]
         return f"{type(exc).__name__}: " + "; ".join(parts)
-    return f"{type(exc).__name__}: {exc}"[:500]
+    return scrub(f"{type(exc).__name__}: {exc}")[:500]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from perlinsos_shared.envelope import CONTENT_TYPE, CloudEvent, encode
+from perlinsos_shared.metrics import platform
 from perlinsos_shared.telemetry import context_from_headers
 
 log = logging.getLogger("perlinsos.outbox")
@@ -122,7 +125,19 @@ class OutboxRelay:
             pass
         self._wake.clear()
 
+    async def backlog_and_age(self) -> tuple[int, float]:
+        """Unpublished rows and the age in seconds of the oldest (0 when none)."""
+        row = await self._pool.fetchrow(
+            "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS n,"
+            " coalesce((SELECT extract(epoch FROM now() - created_at) FROM outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT 1), 0) AS age"
+        )
+        if row is None:
+            return 0, 0.0
+        return int(row["n"]), float(row["age"])
+
     async def relay_once(self) -> int:
+        started = time.perf_counter()
         rows = await self._pool.fetch(
             "SELECT id, topic, key, value, headers FROM outbox "
             "WHERE published_at IS NULL ORDER BY id LIMIT $1",
@@ -158,6 +173,10 @@ class OutboxRelay:
             [r["id"] for r in rows],
         )
         self.published += len(rows)
+        metrics = platform()
+        for topic, n in Counter(r["topic"] for r in rows).items():
+            metrics.produced.add(n, {"topic": topic})
+        metrics.relay_duration.record(time.perf_counter() - started)
         return len(rows)
 
 

@@ -24,12 +24,16 @@ from perlinsos_shared.db import open_service_db
 from perlinsos_shared.health import HealthServer
 from perlinsos_shared.kafka import make_broker, make_producer
 from perlinsos_shared.logs import setup_logging
+from perlinsos_shared.metrics import platform, setup_metrics
 from perlinsos_shared.outbox import OutboxRelay
 from perlinsos_shared.settings import Settings, get_settings
-from perlinsos_shared.telemetry import setup_tracing
+from perlinsos_shared.telemetry import instrument_clients, setup_tracing
 from perlinsos_shared.topics import Topic
 
 log = logging.getLogger("perlinsos.service")
+
+# How often the outbox backlog and idle consumers' lag are sampled for /metrics.
+SAMPLE_INTERVAL_S = 5.0
 
 
 async def _raw_bodies(msg: StreamMessage[Any]) -> Any:
@@ -43,12 +47,24 @@ class ServiceRuntime:
         self.settings = settings or get_settings()
         setup_logging(name)
         self.tracer_provider = setup_tracing(name, self.settings)
+        instrument_clients(self.tracer_provider)
+        self.meter_provider, metrics_endpoint = setup_metrics(name, self.settings)
+        self.metrics = platform()
         self.broker = make_broker(
             self.settings,
             client_id=f"perlinsos-{name}",
-            middlewares=[KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider)],
+            middlewares=[
+                KafkaTelemetryMiddleware(
+                    tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
+                )
+            ],
+            # FastStream's own lines go through the JSON formatter; per-batch access
+            # lines are debug-level (spans and counters carry that information).
+            logger=logging.getLogger("perlinsos.broker"),
+            log_level=logging.DEBUG,
         )
-        self.app = FastStream(self.broker)
+        self.app = FastStream(self.broker, logger=logging.getLogger("perlinsos.app"))
+        self._kafka_consumers: dict[str, Any] = {}
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
@@ -57,6 +73,7 @@ class ServiceRuntime:
         self._startup: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
         self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.health = HealthServer(name, self.settings.metrics_port)
+        self.health.metrics_text = metrics_endpoint.render
         self.app.on_startup(self._on_startup)
         self.app.after_startup(self._after_startup)
         self.app.on_shutdown(self._on_shutdown)
@@ -108,6 +125,8 @@ class ServiceRuntime:
         async def _subscriber(body: Any, message: KafkaMessage) -> None:
             raw: Sequence[Any] = message.raw_message  # type: ignore[assignment]
             await consumer.process(raw)
+            self._kafka_consumers[topic.name] = message.consumer
+            consumer.note_positions(message.consumer, raw)
 
         return consumer
 
@@ -146,6 +165,7 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for fn in self._background:
             self._tasks.append(asyncio.create_task(fn(), name=fn.__name__))
+        self._tasks.append(asyncio.create_task(self._sample_loop(), name="metrics-sampler"))
         await self.health.start()
         self.health.ready = True
         log.info("service ready", extra={"service": self.name})
@@ -164,6 +184,33 @@ class ServiceRuntime:
         if self._pool is not None:
             await self._pool.close()
         self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+    async def _sample_loop(self) -> None:
+        """Outbox backlog and age, and lag of partitions with no new batch, for /metrics."""
+        while True:
+            try:
+                await self.sample_metrics()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("metrics sample failed", exc_info=True)
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    async def sample_metrics(self) -> None:
+        if self.relay is not None:
+            backlog, age = await self.relay.backlog_and_age()
+            self.metrics.outbox_backlog, self.metrics.outbox_oldest_age_s = backlog, age
+        for topic, kafka_consumer in list(self._kafka_consumers.items()):
+            assigned = {tp for tp in kafka_consumer.assignment() if tp.topic == topic}
+            for key in [k for k in self.metrics.lag if k[0] == topic]:
+                if not any(tp.partition == key[1] for tp in assigned):
+                    del self.metrics.lag[key]  # revoked: another instance reports it
+            for tp in assigned:
+                high = kafka_consumer.highwater(tp)
+                position = await asyncio.wait_for(kafka_consumer.position(tp), timeout=2)
+                if high is not None and position is not None:
+                    self.metrics.lag[(topic, tp.partition)] = max(0, high - position)
 
     def run(self) -> None:
         asyncio.run(self.app.run())

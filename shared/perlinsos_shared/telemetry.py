@@ -2,24 +2,121 @@
 
 With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans go there by OTLP; otherwise (embedded
 default) they go to `<state dir>/traces/<service>.jsonl` for `perlinsos trace`.
+
+One submission is one trace: the agency's producer span is the parent of registry's
+consumer span, whose context the outbox stores beside each row it causes; the relay
+publishes under that context, so FastStream's producer span is a child of it and the
+next service's consumer span a child of that producer span. An event that coalesces many
+messages (premium's summaries) starts its own trace and *links* the messages it covers.
+
+Personal data never leaves a process in a span: every exporter here scrubs NIK-shaped
+and phone-shaped digit runs from span names, attributes, events and status text (a
+second line of defence; the code puts only pseudonyms and masked values in spans).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.util.types import Attributes
 
+from perlinsos_shared.masking import mask_nik, mask_phone
 from perlinsos_shared.settings import Settings
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+
+# A NIK is 16 digits; an Indonesian mobile is +62/62/0 then 8 and 8-12 more digits, in any
+# spelling (spaces, dashes, dots, a URL-encoded plus). Neither may touch another digit.
+_PERSONAL = re.compile(
+    r"(?<![\d])(?:"
+    r"(?P<nik>\d{16})"
+    r"|(?P<phone>(?:\+|%2[bB])?(?:62|0)[\s.\-]?8(?:[\s.\-]?\d){7,12})"
+    r")(?![\d])"
+)
+
+
+def _mask_match(m: re.Match[str]) -> str:
+    if m.group("nik"):
+        return mask_nik(m.group("nik"))
+    return mask_phone(re.sub(r"\D", "", m.group("phone")))
+
+
+# PostgreSQL error details quote the row or key values ("Failing row contains (...)",
+# "Key (nik)=(...) already exists"): whatever follows DETAIL is dropped.
+_PG_DETAIL = re.compile(r"DETAIL:.*?(?=\nHINT:|$)", re.DOTALL)
+
+
+def scrub(text: str) -> str:
+    """`text` with every NIK-shaped or phone-shaped run masked and database error
+    details (which quote row values) removed."""
+    if "DETAIL:" in text:
+        text = _PG_DETAIL.sub("DETAIL: (withheld: may quote personal data)", text)
+    return _PERSONAL.sub(_mask_match, text)
+
+
+def scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, tuple | list):
+        return type(value)(scrub_value(v) for v in value)
+    return value
+
+
+def scrub_attributes(attributes: Attributes | Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: scrub_value(v) for k, v in (attributes or {}).items()}
+
+
+def span_record(s: ReadableSpan) -> dict[str, Any] | None:
+    """One finished span as the JSON record of the embedded trace store (scrubbed)."""
+    ctx = s.get_span_context()
+    if ctx is None:
+        return None
+    parent = s.parent
+    return {
+        "trace_id": format(ctx.trace_id, "032x"),
+        "span_id": format(ctx.span_id, "016x"),
+        "parent_span_id": format(parent.span_id, "016x") if parent else None,
+        "name": scrub(s.name),
+        "kind": s.kind.name,
+        "service": s.resource.attributes.get("service.name"),
+        "scope": s.instrumentation_scope.name if s.instrumentation_scope else None,
+        "start_ns": s.start_time,
+        "end_ns": s.end_time,
+        "status": s.status.status_code.name,
+        "status_description": scrub(s.status.description or "") or None,
+        "attributes": scrub_attributes(s.attributes),
+        "events": [
+            {"name": scrub(e.name), "attributes": scrub_attributes(e.attributes)} for e in s.events
+        ],
+        "links": [
+            {
+                "trace_id": format(link.context.trace_id, "032x"),
+                "span_id": format(link.context.span_id, "016x"),
+            }
+            for link in s.links
+        ],
+    }
 
 
 class JsonlSpanExporter(SpanExporter):
@@ -33,52 +130,108 @@ class JsonlSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = []
         for s in spans:
-            ctx = s.get_span_context()
-            if ctx is None:
-                continue
-            parent = s.parent
-            lines.append(
-                json.dumps(
-                    {
-                        "trace_id": format(ctx.trace_id, "032x"),
-                        "span_id": format(ctx.span_id, "016x"),
-                        "parent_span_id": format(parent.span_id, "016x") if parent else None,
-                        "name": s.name,
-                        "kind": s.kind.name,
-                        "service": s.resource.attributes.get("service.name"),
-                        "start_ns": s.start_time,
-                        "end_ns": s.end_time,
-                        "status": s.status.status_code.name,
-                        "status_description": s.status.description,
-                        "attributes": dict(s.attributes or {}),
-                        "events": [
-                            {"name": e.name, "attributes": dict(e.attributes or {})}
-                            for e in s.events
-                        ],
-                        "links": [
-                            {
-                                "trace_id": format(link.context.trace_id, "032x"),
-                                "span_id": format(link.context.span_id, "016x"),
-                            }
-                            for link in s.links
-                        ],
-                    },
-                    default=str,
-                )
-            )
-        with self._lock, self._path.open("a", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
+            record = span_record(s)
+            if record is not None:
+                lines.append(json.dumps(record, default=str))
+        with self._lock:
+            self._path.parent.mkdir(parents=True, exist_ok=True)  # the state dir may be new
+            with self._path.open("a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in lines))
         return SpanExportResult.SUCCESS
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Wraps another exporter (OTLP): hands it copies of the spans with personal data masked."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([_scrubbed(s) for s in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def _scrubbed(s: ReadableSpan) -> ReadableSpan:
+    return ReadableSpan(
+        name=scrub(s.name),
+        context=s.get_span_context(),
+        parent=s.parent,
+        resource=s.resource,
+        attributes=scrub_attributes(s.attributes),
+        events=[
+            Event(scrub(e.name), scrub_attributes(e.attributes), e.timestamp) for e in s.events
+        ],
+        links=list(s.links),
+        kind=s.kind,
+        status=s.status,
+        start_time=s.start_time,
+        end_time=s.end_time,
+        instrumentation_scope=s.instrumentation_scope,
+    )
+
+
+class _NoOrphanClientSpans(Sampler):
+    """Root sampler that drops database spans with no parent (pollers: the outbox relay,
+    metric samplers, the SMS sender's idle queries) and defers everything else."""
+
+    def __init__(self, delegate: Sampler) -> None:
+        self._delegate = delegate
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if kind == SpanKind.CLIENT and attributes and "db.system" in attributes:
+            return SamplingResult(Decision.DROP)
+        if kind == SpanKind.CLIENT and attributes and "db.system.name" in attributes:
+            return SamplingResult(Decision.DROP)
+        return self._delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"NoOrphanClientSpans{{{self._delegate.get_description()}}}"
+
+
+def make_sampler() -> Sampler:
+    """Parent-based: a trace is kept or dropped whole, decided where it starts.
+
+    `OTEL_TRACES_SAMPLER=parentbased_traceidratio` (or `traceidratio`) with
+    `OTEL_TRACES_SAMPLER_ARG=0.1` keeps one new trace in ten; the default keeps all.
+    """
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    root: Sampler = ALWAYS_ON
+    if name in ("traceidratio", "parentbased_traceidratio"):
+        try:
+            ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+        except ValueError:
+            ratio = 1.0
+        root = TraceIdRatioBased(min(1.0, max(0.0, ratio)))
+    return ParentBased(root=_NoOrphanClientSpans(root))
 
 
 def setup_tracing(service: str, settings: Settings) -> TracerProvider:
     name = f"perlinsos-{service}"
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": name, "service.namespace": "perlinsos"}),
+        sampler=make_sampler(),
+    )
     exporter: SpanExporter
     if settings.otel_exporter_otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter()
+        exporter = ScrubbingSpanExporter(OTLPSpanExporter())
     else:
         exporter = JsonlSpanExporter(settings.state_dir / "traces" / f"{service}.jsonl")
     provider.add_span_processor(
@@ -88,6 +241,19 @@ def setup_tracing(service: str, settings: Settings) -> TracerProvider:
     return provider
 
 
+def instrument_clients(provider: TracerProvider) -> None:
+    """asyncpg and httpx spans (statements are parameterised: no values are captured)."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    asyncpg_instr = AsyncPGInstrumentor(capture_parameters=False)
+    if not asyncpg_instr.is_instrumented_by_opentelemetry:
+        asyncpg_instr.instrument(tracer_provider=provider)
+    httpx_instr = HTTPXClientInstrumentor()
+    if not httpx_instr.is_instrumented_by_opentelemetry:
+        httpx_instr.instrument(tracer_provider=provider)
+
+
 def current_trace_headers() -> dict[str, str]:
     """The active span's context as W3C headers, to store with an outbox row."""
     carrier: dict[str, str] = {}
@@ -95,5 +261,80 @@ def current_trace_headers() -> dict[str, str]:
     return carrier
 
 
+def span_headers(span: Span) -> dict[str, str]:
+    """`span`'s context as W3C headers (for an outbox row written on its behalf)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
+
+
 def context_from_headers(headers: Mapping[str, str]) -> otel_context.Context:
     return propagate.extract({k: v for k, v in headers.items() if k in TRACE_HEADERS})
+
+
+def headers_of_traceparent(traceparent: str | None) -> dict[str, str]:
+    return {"traceparent": traceparent} if traceparent else {}
+
+
+@contextmanager
+def continued(headers: Mapping[str, str]) -> Iterator[None]:
+    """Run a block in the trace context stored in `headers` (e.g. beside a database row)."""
+    token = otel_context.attach(context_from_headers(headers))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def start_child_span(
+    name: str,
+    parent_headers: Mapping[str, str],
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Attributes = None,
+    tracer: trace.Tracer | None = None,
+) -> Span:
+    """A span continuing the trace whose context was stored in `parent_headers`."""
+    return (tracer or trace.get_tracer("perlinsos")).start_span(
+        name, context=context_from_headers(parent_headers), kind=kind, attributes=attributes
+    )
+
+
+MAX_LINKS = 128
+
+
+def start_linked_span(
+    name: str,
+    sources: Iterable[Mapping[str, str]],
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Attributes = None,
+    tracer: trace.Tracer | None = None,
+) -> Span:
+    """A new trace for work that coalesces many messages: links each source, parents none.
+
+    Use it where one event stands for a batch (premium's summaries): parenting it on the
+    last message of the batch would put it in one submission's trace and lie about the rest.
+    """
+    links: list[Link] = []
+    seen: set[int] = set()
+    for headers in sources:
+        ctx = trace.get_current_span(context_from_headers(headers)).get_span_context()
+        if ctx.is_valid and ctx.span_id not in seen:
+            seen.add(ctx.span_id)
+            links.append(Link(ctx))
+            if len(links) >= MAX_LINKS:
+                break
+    attrs = dict(attributes or {})
+    attrs["perlinsos.coalesced_links"] = len(links)
+    return (tracer or trace.get_tracer("perlinsos")).start_span(
+        name, context=otel_context.Context(), kind=kind, attributes=attrs, links=links
+    )
+
+
+def coalesced_trace_headers(name: str, sources: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """Trace headers for an outbox row that stands for many messages (a summary of a
+    batch): a short span in a trace of its own that links every source message's span."""
+    span = start_linked_span(name, sources)
+    span.end()
+    return span_headers(span)
