@@ -31,6 +31,7 @@ from perlinsos_shared.clock import today_local
 from perlinsos_shared.consumer import Incoming
 from perlinsos_shared.events import EligibilityDecided, ParticipantEnrolled, PaymentRecorded
 from perlinsos_shared.outbox import Outbox
+from perlinsos_shared.telemetry import coalesced_trace_headers
 
 log = logging.getLogger("perlinsos.premium")
 
@@ -74,7 +75,11 @@ async def handle_decisions(
             )
         )
     await save_covers(conn, {pid: after[pid] for pid in changed})
-    await apply_changes(conn, changes, messages[-1].trace_headers)
+    # a summary stands for the whole batch: its own trace, linking every decision's span
+    summary_context = coalesced_trace_headers(
+        "premium.summaries coalesce", (m.trace_headers for m in messages)
+    )
+    await apply_changes(conn, changes, summary_context)
     if changes.adjust:
         metrics.adjustments_booked.add(len(changes.adjust))
         log.info("closed months corrected by adjustments", extra={"count": len(changes.adjust)})
