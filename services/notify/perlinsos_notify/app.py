@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from perlinsos_notify.handlers import Sender, make_handler
 from perlinsos_notify.providers import make_provider
@@ -10,17 +11,28 @@ from perlinsos_shared.service import ServiceRuntime
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.topics import DECISIONS
 
+# Test hook: a notify process with this set exits (no clean-up, like `kill -9`) right after
+# the provider accepted a message and before the outcome is committed. Never set it in
+# production.
+CRASH_AFTER_ACCEPT_ENV = "PERLINSOS_NOTIFY_CRASH_AFTER_ACCEPT"
+
+
+def _crash() -> None:
+    os._exit(86)
+
 
 def build(settings: Settings | None = None) -> ServiceRuntime:
     """The notify service, wired: subscriptions, handlers, background loops."""
     runtime = ServiceRuntime("notify", settings)
-    _wake = asyncio.Event()
-    runtime.consume(DECISIONS, make_handler(runtime.settings, _wake))
-    sender = Sender(
+    wake = asyncio.Event()
+    runtime.consume(DECISIONS, make_handler(runtime.settings, wake))
+    sender = Sender.from_settings(
+        runtime.settings,
         lambda: runtime.pool,
         make_provider(runtime.settings),
-        _wake,
+        wake,
         after_commit=lambda: runtime.relay.wake() if runtime.relay else None,
+        on_accepted=_crash if os.environ.get(CRASH_AFTER_ACCEPT_ENV) == "1" else None,
     )
     runtime.background(sender.run)
     return runtime

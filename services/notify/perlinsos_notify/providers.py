@@ -1,14 +1,38 @@
-"""SMS providers behind one small interface, chosen by settings."""
+"""SMS providers behind one small interface, chosen by settings (`SMS_PROVIDER`).
+
+A provider does two things: hand one message over (`send`) and, for a send whose outcome
+is unknown (the process died, the connection dropped), say whether it already has that
+message (`find_sent`), so nothing is ever sent twice.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import httpx
+
+from perlinsos_notify.delivery import Accepted, Refused, SendResult, Unknown
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.settings import Settings
+
+__all__ = [
+    "Accepted",
+    "FileProvider",
+    "Outgoing",
+    "Refused",
+    "SendResult",
+    "SmsProvider",
+    "TwilioProvider",
+    "Unknown",
+    "make_provider",
+]
 
 
 @dataclass(frozen=True)
@@ -18,23 +42,20 @@ class Outgoing:
     text: str
 
 
-@dataclass(frozen=True)
-class Accepted:
-    provider_message_id: str
-    status: str
-    segments: int
-
-
 class SmsProvider(Protocol):
     name: str
 
-    async def send_many(self, messages: list[Outgoing]) -> list[Accepted | Exception]: ...
+    async def send(self, message: Outgoing) -> SendResult: ...
+
+    async def find_sent(self, message: Outgoing, since: datetime) -> Accepted | None:
+        """The provider's record of this message if it took it at or after `since`."""
+        ...
 
     async def close(self) -> None: ...
 
 
 class FileProvider:
-    """The embedded default: one JSON line per message handed over."""
+    """The embedded default: one JSON line per message handed over, flushed at once."""
 
     name = "file"
 
@@ -42,30 +63,218 @@ class FileProvider:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.sender_id = sender_id
+        self._file = path.open("a", encoding="utf-8")
 
-    async def send_many(self, messages: list[Outgoing]) -> list[Accepted | Exception]:
-        at = now_local().isoformat()
-        with self.path.open("a", encoding="utf-8") as f:
-            for m in messages:
-                f.write(
-                    json.dumps(
-                        {
-                            "id": m.message_id,
-                            "from": self.sender_id,
-                            "to": m.to,
-                            "body": m.text,
-                            "at": at,
-                        }
-                    )
-                    + "\n"
-                )
-        return [Accepted(f"file-{m.message_id}", "accepted", 1) for m in messages]
+    async def send(self, message: Outgoing) -> SendResult:
+        sid = f"file-{message.message_id}"
+        line = {
+            "id": message.message_id,
+            "sid": sid,
+            "from": self.sender_id,
+            "to": message.to,
+            "body": message.text,
+            "at": now_local().isoformat(),
+        }
+        self._file.write(json.dumps(line) + "\n")
+        self._file.flush()
+        return Accepted(sid, "accepted", 1)
+
+    async def find_sent(self, message: Outgoing, since: datetime) -> Accepted | None:
+        if not self.path.exists():
+            return None
+        with self.path.open(encoding="utf-8") as f:
+            for raw in f:
+                try:
+                    line = json.loads(raw)
+                except ValueError:  # a line cut short by a crash was never handed over
+                    continue
+                if line.get("id") == message.message_id:
+                    return Accepted(line.get("sid") or f"file-{message.message_id}", "accepted", 1)
+        return None
 
     async def close(self) -> None:
+        self._file.close()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    if not value:
         return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _int(value: Any, default: int = 1) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+class TwilioProvider:
+    """Twilio's Messages API: form POST with basic auth; JSON `sid`, `status`, `num_segments`.
+
+    Errors are classified by whether the message may have been taken: an HTTP answer says
+    for sure (429 / 5xx: not taken, retry; other 4xx: refused for good), a connection that
+    never opened is safe to retry, and a request that went out without an answer is
+    `Unknown` and reconciled through the message list before any resend.
+    """
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        *,
+        api_base: str,
+        account_sid: str,
+        auth_token: str,
+        from_: str | None,
+        messaging_service_sid: str | None,
+        timeout_s: float,
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not (from_ or messaging_service_sid):
+            raise ValueError("Twilio needs TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
+        self._from = from_
+        self._service = messaging_service_sid
+        self._timeout_s = timeout_s
+        self._path = f"/2010-04-01/Accounts/{account_sid}/Messages.json"
+        self._client = httpx.AsyncClient(
+            base_url=api_base.rstrip("/"),
+            auth=(account_sid, auth_token),
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"Accept": "application/json"},
+            transport=transport,
+        )
+
+    async def send(self, message: Outgoing) -> SendResult:
+        form = {"To": message.to, "Body": message.text}
+        if self._service:
+            form["MessagingServiceSid"] = self._service
+        else:
+            assert self._from is not None
+            form["From"] = self._from
+        try:
+            async with asyncio.timeout(self._timeout_s * 1.5):
+                resp = await self._client.post(self._path, data=form)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return Refused(True, f"connect: {type(exc).__name__}")
+        except (httpx.TransportError, TimeoutError) as exc:
+            return Unknown(f"no answer: {type(exc).__name__}")
+        if resp.status_code in (200, 201):
+            try:
+                body = resp.json()
+                return Accepted(
+                    str(body["sid"]),
+                    str(body.get("status") or "queued"),
+                    _int(body.get("num_segments")),
+                )
+            except (ValueError, KeyError) as exc:
+                # A success status with a body we cannot read: the message was probably
+                # taken; let reconciliation find its sid rather than sending again.
+                return Unknown(f"unreadable success answer: {type(exc).__name__}")
+        code: str | None = None
+        detail = ""
+        try:
+            err = resp.json()
+            code = str(err.get("code")) if err.get("code") is not None else None
+            detail = str(err.get("message") or "")[:200]
+        except ValueError:
+            pass
+        error = (
+            f"HTTP {resp.status_code}"
+            + (f" {code}" if code else "")
+            + (f": {detail}" if detail else "")
+        )
+        retryable = resp.status_code == 429 or resp.status_code >= 500
+        # Credentials or account problems are not this message's fault: retry them, so a
+        # fixed configuration lets the backlog go out.
+        retryable = retryable or resp.status_code in (401, 403)
+        return Refused(
+            retryable,
+            error,
+            http_status=resp.status_code,
+            retry_after_s=parse_retry_after(resp.headers.get("Retry-After")),
+            provider_code=code,
+        )
+
+    async def find_sent(self, message: Outgoing, since: datetime) -> Accepted | None:
+        """Look the message up in the provider's list: same recipient, same text, created
+        at or after `since`. First with a DateSent filter, then (a queued message has no
+        sent date yet) the recipient's most recent messages."""
+        since_utc = since.astimezone(UTC)
+        day = (since_utc - timedelta(days=1)).date().isoformat()
+        for params in ({"To": message.to, "DateSent>": day}, {"To": message.to}):
+            found = await self._search(message, since_utc, {**params, "PageSize": "100"})
+            if found is not None:
+                return found
+        return None
+
+    async def _search(
+        self, message: Outgoing, since_utc: datetime, params: dict[str, str]
+    ) -> Accepted | None:
+        url: str | None = self._path
+        query: dict[str, str] | None = params
+        for _ in range(5):  # pages; a participant gets a handful of messages, not hundreds
+            if url is None:
+                break
+            resp = await self._client.get(url, params=query)
+            resp.raise_for_status()
+            page = resp.json()
+            for item in page.get("messages", []):
+                if item.get("to") != message.to or item.get("body") != message.text:
+                    continue
+                created = item.get("date_created")
+                try:
+                    when = parsedate_to_datetime(created) if created else None
+                except (TypeError, ValueError):
+                    when = None
+                if when is not None and when < since_utc - timedelta(minutes=5):
+                    continue  # an older message with the same text (clock skew allowed)
+                return Accepted(
+                    str(item["sid"]),
+                    str(item.get("status") or "queued"),
+                    _int(item.get("num_segments")),
+                )
+            url = page.get("next_page_uri")
+            query = None
+        return None
+
+    async def close(self) -> None:
+        await self._client.aclose()
 
 
 def make_provider(settings: Settings) -> SmsProvider:
     if settings.sms_provider == "file":
         return FileProvider(settings.sms_file, settings.sms_sender_id)
-    raise NotImplementedError(f"SMS provider {settings.sms_provider!r} is not available yet")
+    if settings.sms_provider == "twilio":
+        if not (settings.twilio_account_sid and settings.twilio_auth_token):
+            raise ValueError("SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        return TwilioProvider(
+            api_base=settings.twilio_api_base,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            from_=settings.twilio_from or None,
+            messaging_service_sid=settings.twilio_messaging_service_sid or None,
+            timeout_s=settings.sms_timeout_s,
+            max_connections=max(1, settings.sms_concurrency),
+        )
+    raise ValueError(f"unknown SMS provider {settings.sms_provider!r}")
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex

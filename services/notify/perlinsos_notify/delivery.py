@@ -1,0 +1,135 @@
+"""Delivery rules, pure: who can get an SMS, what a provider answer means, when to retry.
+
+No I/O here: the sender loop (handlers.py) applies these to database rows and provider
+answers.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+# Reason codes (stable, upper-case, Indonesian like the rest of the programme's codes).
+NOMOR_TIDAK_VALID = "NOMOR_TIDAK_VALID"  # not a valid phone number at all
+NOMOR_BUKAN_SELULER = "NOMOR_BUKAN_SELULER"  # a landline or other non-mobile number
+NOMOR_LUAR_NEGERI = "NOMOR_LUAR_NEGERI"  # not an Indonesian (+62) number
+DITOLAK_PROVIDER = "DITOLAK_PROVIDER"  # the provider refused it for good (4xx)
+BATAS_PERCOBAAN = "BATAS_PERCOBAAN"  # retries used up (429 / 5xx / timeouts)
+
+
+def undeliverable_reason(phone_e164: str) -> str | None:
+    """None when an SMS can go to this number; else why not (a reason code).
+
+    Only Indonesian mobiles get SMS: a Batam landline (+62 778 ...) cannot receive one,
+    and the registry's own filtering is not trusted here.
+    """
+    if not phone_e164.startswith("+") or not phone_e164[1:].isdigit():
+        return NOMOR_TIDAK_VALID
+    try:
+        number = phonenumbers.parse(phone_e164, None)
+    except phonenumbers.NumberParseException:
+        return NOMOR_TIDAK_VALID
+    if not phonenumbers.is_valid_number(number):
+        return NOMOR_TIDAK_VALID
+    if number.country_code != 62:
+        return NOMOR_LUAR_NEGERI
+    if phonenumbers.number_type(number) != PhoneNumberType.MOBILE:
+        return NOMOR_BUKAN_SELULER
+    return None
+
+
+UNDELIVERABLE_TEXT = {
+    NOMOR_TIDAK_VALID: "nomor telepon tidak valid",
+    NOMOR_BUKAN_SELULER: "bukan nomor seluler (telepon rumah/kantor)",
+    NOMOR_LUAR_NEGERI: "bukan nomor Indonesia (+62)",
+}
+
+
+# --- what a provider answered -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The provider took the message: from here on it must never be sent again."""
+
+    provider_message_id: str
+    status: str
+    segments: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The provider answered and did not take the message: sending again is safe."""
+
+    retryable: bool  # 429 / 5xx / could not connect: yes; 4xx: no
+    error: str
+    http_status: int | None = None
+    retry_after_s: float | None = None
+    provider_code: str | None = None
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """No answer (timeout after the request went out, connection dropped): the provider
+    may or may not have taken it. Ask the provider before any resend."""
+
+    error: str
+
+
+SendResult = Accepted | Refused | Unknown
+
+
+# --- what to do next ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    base_s: float
+    max_s: float
+
+    def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
+        """Seconds before try `attempt + 1`: exponential with equal jitter, at least what
+        the provider asked for in Retry-After."""
+        ceiling = min(self.max_s, self.base_s * 2 ** max(0, attempt - 1))
+        jittered = ceiling / 2 + rng.random() * ceiling / 2
+        if retry_after_s is not None:
+            return max(retry_after_s, min(jittered, self.max_s))
+        return jittered
+
+
+Next = Literal["accepted", "retry", "failed", "reconcile"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    next: Next
+    delay_s: float = 0.0
+    code: str | None = None
+    error: str | None = None
+
+
+def judge(result: SendResult, attempt: int, policy: RetryPolicy, rng: random.Random) -> Verdict:
+    """What one provider answer means for the message after `attempt` tries."""
+    if isinstance(result, Accepted):
+        return Verdict("accepted")
+    if isinstance(result, Unknown):
+        # Ambiguous: reconcile with the provider first (after a pause, so a slow provider
+        # has written the message down). Reconciliation counts against the attempts too.
+        return Verdict("reconcile", policy.delay(attempt, None, rng), error=result.error)
+    if not result.retryable:
+        return Verdict("failed", code=DITOLAK_PROVIDER, error=result.error)
+    if attempt >= policy.max_attempts:
+        return Verdict("failed", code=BATAS_PERCOBAAN, error=result.error)
+    return Verdict("retry", policy.delay(attempt, result.retry_after_s, rng), error=result.error)
+
+
+def after_reconcile_miss(attempt: int, policy: RetryPolicy) -> Verdict:
+    """The provider has no record of an ambiguous send: it may go again, if tries remain."""
+    if attempt >= policy.max_attempts:
+        return Verdict("failed", code=BATAS_PERCOBAAN, error="no answer from the provider")
+    return Verdict("retry", 0.0)
