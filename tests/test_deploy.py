@@ -9,6 +9,7 @@ iterate over the catalogue, never over a list written here, so a new topic needs
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import json
@@ -186,6 +187,8 @@ def test_compose_runs_the_infrastructure_the_design_names(compose: dict[str, Any
     assert kafka["image"].startswith("apache/kafka:")
     assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
     assert str(kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]) == "false"
+    cluster_id = kafka["environment"]["CLUSTER_ID"]  # KRaft: a UUID, base64url, unpadded
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
     assert services["postgres"]["image"].startswith("postgres:")
     assert "opentelemetry-collector" in services["otel-collector"]["image"]
     assert services["jaeger"]["image"].startswith("jaegertracing/")
