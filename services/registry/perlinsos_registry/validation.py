@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Annotated, Any
 
 import phonenumbers
@@ -169,16 +170,36 @@ def nik_date_part(birth_date: date, sex: str) -> str:
     return f"{day:02d}{birth_date.month:02d}{birth_date.year % 100:02d}"
 
 
+@lru_cache(maxsize=1024)
+def _province_known(region: str) -> bool:
+    """python-stdnum's region check (it knows provinces only), cached per 4-digit region."""
+    try:
+        stdnum_nik.validate(f"{region}010101900001")
+    except StdnumError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=65536)
+def _nik_date_valid(ddmmyy: str) -> bool:
+    """Whether DDMMYY (day + 40 for women) is a date in some century, per python-stdnum."""
+    try:
+        stdnum_nik.get_birth_date(f"217101{ddmmyy}0001")
+    except (StdnumError, ValueError):
+        return False
+    return True
+
+
 def nik_structure_problem(nik: str) -> str | None:
     """Why this (normalised) NIK is not well formed, in Indonesian; None when it is."""
     if not nik.isascii() or not nik.isdigit():
         return "hanya boleh berisi angka"
     if len(nik) != 16:
         return f"harus 16 digit, bukan {len(nik)}"
-    try:
-        stdnum_nik.validate(nik)  # province known, DDMMYY a date in some century
-    except StdnumError:
-        return "kode provinsi atau tanggal lahir dalam NIK tidak sah"
+    if not _province_known(nik[:4]):
+        return "kode provinsi dalam NIK tidak sah"
+    if not _nik_date_valid(nik[6:12]):
+        return "tanggal lahir dalam NIK tidak sah"
     if nik[2:4] == "00":
         return "kode kabupaten/kota tidak sah"
     if nik[4:6] == "00":
@@ -216,15 +237,23 @@ def normalise_phone(raw: str) -> tuple[str | None, Reason | None]:
         compact = "+62" + compact[4:]
     elif compact.startswith("628"):  # a bare country code, not a 062x area code
         compact = "+" + compact
-    try:
-        number = phonenumbers.parse(compact, "ID")
-    except phonenumbers.NumberParseException:
-        return None, reason("PHONE_INVALID", "phone")
+    national = (
+        compact[3:] if compact.startswith("+62") else compact[1:] if compact[0] == "0" else ""
+    )
+    if national[:1] == "8" and national.isdigit():
+        # the common shapes, built directly: what parse() would return, at a third of the cost
+        number = phonenumbers.PhoneNumber(country_code=62, national_number=int(national))
+    else:
+        try:
+            number = phonenumbers.parse(compact, "ID")
+        except phonenumbers.NumberParseException:
+            return None, reason("PHONE_INVALID", "phone")
     if number.country_code != 62:
         return None, reason("PHONE_NOT_MOBILE", "phone", "bukan nomor Indonesia (+62)")
-    if not phonenumbers.is_valid_number(number):
+    kind = phonenumbers.number_type(number)  # UNKNOWN exactly when not a valid number
+    if kind == PhoneNumberType.UNKNOWN:
         return None, reason("PHONE_INVALID", "phone")
-    if phonenumbers.number_type(number) != PhoneNumberType.MOBILE:
+    if kind != PhoneNumberType.MOBILE:
         return None, reason("PHONE_NOT_MOBILE", "phone")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
