@@ -198,9 +198,9 @@ class FakeTwilio:
                 conn.start_next_cycle()
         except (h11.RemoteProtocolError, ConnectionError, asyncio.IncompleteReadError):
             return
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the fake is stopping: end quietly
             writer.transport.abort()
-            raise
+            return
         finally:
             if not writer.is_closing():
                 writer.close()
@@ -233,10 +233,12 @@ class FakeTwilio:
         form = dict(parse_qsl(body.decode()))
         with self._lock:
             step = self._script.popleft() if self._script else Fault("ok")
+        received = Received(method, path, None, step.kind)
+        self.requests.append(received)  # on arrival: a slow answer is still a request
         if self.latency_s and step.kind == "ok":
             await asyncio.sleep(self.latency_s)
         answer = await self._post(step, form)
-        self.requests.append(Received(method, path, answer[0] if answer else None, step.kind))
+        received.status = answer[0] if answer else None
         return answer
 
     async def _post(

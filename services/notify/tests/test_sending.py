@@ -1,0 +1,205 @@
+"""The sender against the fake Twilio and a real PostgreSQL: retries, failures,
+undeliverable numbers, two senders, and claims left behind by a dead sender."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import asyncpg
+import pytest
+
+from perlinsos_notify.delivery import BATAS_PERCOBAAN, NOMOR_BUKAN_SELULER, NOMOR_TIDAK_VALID
+from perlinsos_notify.handlers import CLAIM_SQL, Sender
+from perlinsos_notify.providers import make_provider
+from perlinsos_notify.testing import FakeTwilio, fault
+from perlinsos_shared.settings import Settings
+from perlinsos_shared.topics import DELIVERIES
+
+from .conftest import decision, run_until, sms_settings, store
+
+pytestmark = pytest.mark.flow
+
+
+def sender(settings: Settings, pool: asyncpg.Pool, **kwargs: object) -> Sender:
+    return Sender.from_settings(
+        settings, lambda: pool, make_provider(settings), asyncio.Event(), lambda: None, **kwargs
+    )
+
+
+async def deliveries(pool: asyncpg.Pool) -> list[dict[str, object]]:
+    rows = await pool.fetch(
+        "SELECT value FROM outbox WHERE topic = $1 ORDER BY id", DELIVERIES.name
+    )
+    return [json.loads(bytes(r["value"]))["data"] for r in rows]
+
+
+async def settled(pool: asyncpg.Pool) -> bool:
+    left = await pool.fetchval(
+        "SELECT count(*) FROM messages WHERE status IN ('pending', 'sending')"
+    )
+    return bool(left == 0)
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    ["slow-lost", "slow", "drop-after"],
+    ids=["timeout-not-taken", "timeout-but-taken", "dropped-after-taking"],
+)
+async def test_429_500_and_a_timeout_then_success_give_exactly_one_sms(
+    notify_pool: asyncpg.Pool, fake: FakeTwilio, timeout: str
+) -> None:
+    settings = sms_settings(fake)
+    d = decision()
+    await store(notify_pool, settings, [d])
+    fake.script([fault("429", 0.2), "500", fault(timeout, 1.0)])
+    await run_until([sender(settings, notify_pool)], lambda: settled(notify_pool))
+
+    assert len(fake.accepted_to(d.phone_e164)) == 1
+    [sms] = fake.messages
+    row = await notify_pool.fetchrow("SELECT * FROM messages")
+    assert row["status"] == "accepted"
+    assert row["provider_message_id"] == sms["sid"] and row["segments"] == 1
+    assert row["reconciled"] is True  # the ambiguous attempt was checked, not resent blindly
+    posts = [r for r in fake.requests if r.method == "POST"]
+    taken_by_timeout = timeout in ("slow", "drop-after")
+    assert len(posts) == (3 if taken_by_timeout else 4)
+    assert any(r.method == "GET" for r in fake.requests)
+    [delivery] = await deliveries(notify_pool)
+    assert delivery["status"] == "accepted" and delivery["provider_message_id"] == sms["sid"]
+    assert delivery["decision_id"] == d.decision_id
+    attempts = await notify_pool.fetch(
+        "SELECT outcome, http_status FROM message_attempts ORDER BY id"
+    )
+    assert [a["http_status"] for a in attempts][:2] == [429, 500]
+    assert attempts[-1]["outcome"] == "accepted"
+
+
+async def test_retry_after_is_waited_for(notify_pool: asyncpg.Pool, fake: FakeTwilio) -> None:
+    settings = sms_settings(fake)
+    await store(notify_pool, settings, [decision()])
+    fake.script([fault("429", 1.0)])
+    await run_until([sender(settings, notify_pool)], lambda: settled(notify_pool))
+    times = await notify_pool.fetch("SELECT at FROM message_attempts ORDER BY id")
+    row = await notify_pool.fetchrow("SELECT claimed_at, status FROM messages")
+    assert row["status"] == "accepted"
+    # the accepted try was claimed no earlier than Retry-After after the 429 was recorded
+    assert (row["claimed_at"] - times[0]["at"]).total_seconds() >= 0.95
+
+
+async def test_last_attempt_fails_the_message_and_reports_it(
+    notify_pool: asyncpg.Pool, fake: FakeTwilio
+) -> None:
+    settings = sms_settings(fake, sms_max_attempts=3)
+    d = decision()
+    await store(notify_pool, settings, [d])
+    fake.script(["503", "500", "503", "ok"])
+    await run_until([sender(settings, notify_pool)], lambda: settled(notify_pool))
+    row = await notify_pool.fetchrow("SELECT status, attempts, error_code FROM messages")
+    assert (row["status"], row["attempts"], row["error_code"]) == ("failed", 3, BATAS_PERCOBAAN)
+    assert fake.messages == []
+    [delivery] = await deliveries(notify_pool)
+    assert delivery["status"] == "failed" and delivery["code"] == BATAS_PERCOBAAN
+
+
+async def test_landlines_and_invalid_numbers_are_undeliverable_and_repeats_are_one(
+    notify_pool: asyncpg.Pool, fake: FakeTwilio
+) -> None:
+    settings = sms_settings(fake)
+    landline = decision(phone_e164="+62778123456")
+    invalid = decision(phone_e164="+62812")
+    good = decision()
+    await store(notify_pool, settings, [landline, invalid, good, good])
+    await store(notify_pool, settings, [good, landline])  # the same decisions again
+    await run_until([sender(settings, notify_pool)], lambda: settled(notify_pool))
+    status = {
+        r["decision_id"]: (r["status"], r["error_code"])
+        for r in await notify_pool.fetch("SELECT decision_id, status, error_code FROM messages")
+    }
+    assert status == {
+        landline.decision_id: ("undeliverable", NOMOR_BUKAN_SELULER),
+        invalid.decision_id: ("undeliverable", NOMOR_TIDAK_VALID),
+        good.decision_id: ("accepted", None),
+    }
+    assert [m["to"] for m in fake.messages] == [good.phone_e164]
+    events = Counter(str(e["status"]) for e in await deliveries(notify_pool))
+    assert events == {"undeliverable": 2, "accepted": 1}
+
+
+async def test_two_senders_send_each_message_exactly_once(
+    notify_pool: asyncpg.Pool, database_url: str, fake: FakeTwilio
+) -> None:
+    from perlinsos_shared.db import create_pool
+
+    settings = sms_settings(fake, sms_batch_size=40)
+    ds = [decision() for _ in range(300)]
+    await store(notify_pool, settings, ds)
+    fake.latency_s = 0.002
+    fake.script(["429", "500", "ok", "ok"] * 10)
+    other_pool = await create_pool(database_url, "notify", max_size=4)
+    try:
+        a, b = sender(settings, notify_pool), sender(settings, other_pool)
+        await run_until([a, b], lambda: settled(notify_pool), timeout=60)
+    finally:
+        await other_pool.close()
+    sent = Counter(m["to"] for m in fake.messages)
+    assert len(sent) == 300 and set(sent.values()) == {1}
+    assert a.accepted > 0 and b.accepted > 0 and a.accepted + b.accepted == 300
+    assert len(await deliveries(notify_pool)) == 300
+
+
+async def test_claims_of_a_dead_sender_are_reconciled_before_any_resend(
+    notify_pool: asyncpg.Pool, fake: FakeTwilio
+) -> None:
+    settings = sms_settings(fake)
+    taken, not_taken = decision(), decision()
+    await store(notify_pool, settings, [taken, not_taken])
+    # a sender that died: it claimed both (its liveness lock is gone) and the provider
+    # accepted one of them before the process ended
+    await notify_pool.fetch(CLAIM_SQL, "notify-dead", 10)
+    body = await notify_pool.fetchval(
+        "SELECT body FROM messages WHERE decision_id = $1", taken.decision_id
+    )
+    provider = make_provider(settings)
+    from perlinsos_notify.providers import Outgoing
+
+    await provider.send(Outgoing("x", taken.phone_e164, body))
+    await provider.close()
+    first_sid = fake.messages[0]["sid"]
+
+    await run_until([sender(settings, notify_pool)], lambda: settled(notify_pool))
+    assert len(fake.accepted_to(taken.phone_e164)) == 1
+    assert len(fake.accepted_to(not_taken.phone_e164)) == 1
+    rows = {
+        r["decision_id"]: r
+        for r in await notify_pool.fetch(
+            "SELECT decision_id, status, provider_message_id, attempts FROM messages"
+        )
+    }
+    assert rows[taken.decision_id]["provider_message_id"] == first_sid
+    assert rows[taken.decision_id]["attempts"] == 1
+    assert rows[not_taken.decision_id]["status"] == "accepted"
+    assert rows[not_taken.decision_id]["attempts"] == 2
+
+
+async def test_a_live_senders_claims_are_left_alone(
+    notify_pool: asyncpg.Pool, fake: FakeTwilio
+) -> None:
+    settings = sms_settings(fake)
+    await store(notify_pool, settings, [decision()])
+    holder = await notify_pool.acquire()
+    try:
+        # a live sender: holds its liveness lock, claimed the row, still waiting on the provider
+        from perlinsos_notify.handlers import LIVENESS_LOCK_NS
+
+        await holder.execute(
+            "SELECT pg_advisory_lock($1, hashtext('notify-alive'))", LIVENESS_LOCK_NS
+        )
+        await notify_pool.fetch(CLAIM_SQL, "notify-alive", 10)
+        s = sender(settings, notify_pool)
+        assert await s.reconcile_once() == 0
+        assert await s.send_once() == 0
+        assert fake.requests == []
+    finally:
+        await notify_pool.release(holder)
