@@ -1,14 +1,26 @@
-"""The eligibility rule: plain values in, a decision out. No I/O."""
+"""The eligibility rules: plain values in, assessments and allocations out. No I/O.
+
+`assess` checks one applicant's criteria against the rule set in force on the day cover
+would start. `allocate` hands a line's free places to the oldest of a queue (people
+already waiting, and newcomers) in arrival order. The handlers put the two together under
+a database lock so several instances never over-fill a quota.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from typing import Generic, Literal, TypeVar
 
 from perlinsos_eligibility.reasons import reason
-from perlinsos_eligibility.rules import RuleSet
+from perlinsos_eligibility.rules import RuleBook, RuleSet
 from perlinsos_shared.events import Address, DecisionReason, FundingLine, Occupation
-from perlinsos_shared.wilayah import is_batam_address
+from perlinsos_shared.wilayah import find_kelurahan
+
+NO_RULE_SET = "NONE"
+
+Rule = Literal["OCCUPATION", "DOMICILE", "AGE", "BPJS_MEMBERSHIP", "FUNDING_WINDOW", "QUOTA"]
 
 
 @dataclass(frozen=True)
@@ -20,31 +32,158 @@ class Applicant:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    outcome: str  # "eligible" | "ineligible"
+class Check:
+    """One rule applied to one applicant: passed or not, and why (no personal data)."""
+
+    rule: Rule
+    passed: bool
+    detail: str
+    code: str | None = None  # the reason code when it failed
+
+    def as_json(self) -> dict[str, object]:
+        return {"rule": self.rule, "passed": self.passed, "detail": self.detail, "code": self.code}
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The criteria (not the quota) checked for one applicant on one cover-start day."""
+
     funding_line: FundingLine | None
-    reasons: list[DecisionReason] = field(default_factory=list)
+    rule_set: RuleSet | None
+    cover_start: date
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def reasons(self) -> list[DecisionReason]:
+        return [reason(c.code) for c in self.checks if not c.passed and c.code]
+
+    @property
+    def rule_version(self) -> str:
+        return self.rule_set.label if self.rule_set is not None else NO_RULE_SET
 
 
 def age_on(birth_date: date, day: date) -> int:
+    """Completed years on `day`; a 29 February birthday falls on 1 March in other years."""
     years = day.year - birth_date.year
     if (day.month, day.day) < (birth_date.month, birth_date.day):
         years -= 1
     return years
 
 
-def decide(applicant: Applicant, rules: RuleSet, cover_start: date) -> Verdict:
-    reasons: list[DecisionReason] = []
-    line = rules.line_of.get(applicant.occupation)
-    if line is None:
-        reasons.append(reason("OCCUPATION_NOT_COVERED"))
-    if not is_batam_address(applicant.address.kecamatan or "", applicant.address.kelurahan or ""):
-        reasons.append(reason("DOMICILE_NOT_BATAM"))
+def _domicile(address: Address) -> Check:
+    found = find_kelurahan(address.kecamatan or "", address.kelurahan or "")
+    if found is None:
+        return Check(
+            "DOMICILE",
+            False,
+            "kecamatan/kelurahan KTP tidak ditemukan di Kota Batam",
+            "DOMICILE_NOT_BATAM",
+        )
+    kecamatan, kelurahan = found
+    return Check("DOMICILE", True, f"Kel. {kelurahan}, Kec. {kecamatan.name}, Kota Batam")
+
+
+def assess(
+    applicant: Applicant, book: RuleBook, cover_start: date, rules_on: date | None = None
+) -> Assessment:
+    """Check the criteria of the rule set in force on `rules_on` (default: `cover_start`);
+    age is taken on `cover_start`."""
+    rules_day = rules_on or cover_start
+    line = book.line_of(applicant.occupation, rules_day)
+    rule_set = book.in_force(line, rules_day) if line is not None else None
+    if line is None or rule_set is None:
+        check = Check(
+            "OCCUPATION",
+            False,
+            f"{applicant.occupation.value} tidak didanai oleh Perwako mana pun",
+            "OCCUPATION_NOT_COVERED",
+        )
+        return Assessment(None, None, cover_start, (check,))
+    checks: list[Check] = [
+        Check("OCCUPATION", True, f"{applicant.occupation.value} → {rule_set.regulation}")
+    ]
+    if rule_set.batam_domicile:
+        checks.append(_domicile(applicant.address))
     age = age_on(applicant.birth_date, cover_start)
-    if not rules.min_age <= age < rules.max_age_exclusive:
-        reasons.append(reason("AGE_OUT_OF_RANGE"))
-    if applicant.existing_bpjs_tk:
-        reasons.append(reason("ALREADY_BPJS_MEMBER"))
-    if reasons:
-        return Verdict("ineligible", line, reasons)
-    return Verdict("eligible", line)
+    in_range = rule_set.min_age <= age < rule_set.max_age_exclusive
+    checks.append(
+        Check(
+            "AGE",
+            in_range,
+            f"usia {age} tahun pada {cover_start.isoformat()}; batas "
+            f"{rule_set.min_age} s.d. di bawah {rule_set.max_age_exclusive}",
+            None if in_range else "AGE_OUT_OF_RANGE",
+        )
+    )
+    if rule_set.exclude_bpjs_tk_members:
+        member = applicant.existing_bpjs_tk
+        checks.append(
+            Check(
+                "BPJS_MEMBERSHIP",
+                not member,
+                "sudah peserta BPJS Ketenagakerjaan" if member else "belum menjadi peserta",
+                "ALREADY_BPJS_MEMBER" if member else None,
+            )
+        )
+    return Assessment(line, rule_set, cover_start, tuple(checks))
+
+
+def window_check(rule_set: RuleSet, day: date) -> Check:
+    """Whether the line funds a cover start on `day` (its funded months of the year)."""
+    if rule_set.funded_on(day):
+        return Check("FUNDING_WINDOW", True, f"{day:%Y-%m} didanai ({rule_set.label})")
+    following = rule_set.next_funded_day(day)
+    after = f"; bulan didanai berikutnya {following:%Y-%m}" if following else ""
+    return Check(
+        "FUNDING_WINDOW",
+        False,
+        f"{day:%Y-%m} tidak didanai ({rule_set.label}){after}",
+        "OUTSIDE_FUNDING_WINDOW",
+    )
+
+
+def free_places(rule_set: RuleSet, day: date, holders: int) -> int:
+    """Places a line can still give on `day`: none outside its funding window."""
+    if not rule_set.funded_on(day):
+        return 0
+    return max(0, rule_set.quota_on(day) - holders)
+
+
+# --- allocation ---------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InQueue(Generic[T]):
+    """Someone wanting a place: `waiting` already on the waitlist, else a newcomer."""
+
+    item: T
+    arrived_at: datetime
+    tiebreak: str
+    waiting: bool
+
+
+@dataclass
+class Allocation(Generic[T]):
+    promoted: list[T] = field(default_factory=list)  # waited, now placed
+    admitted: list[T] = field(default_factory=list)  # newcomers placed at once
+    waitlisted: list[T] = field(default_factory=list)  # newcomers who must wait
+    still_waiting: list[T] = field(default_factory=list)  # waited and still wait
+
+
+def allocate(free: int, queue: Sequence[InQueue[T]]) -> Allocation[T]:
+    """Give `free` places to the oldest in `queue` (arrival time, then tiebreak)."""
+    out: Allocation[T] = Allocation()
+    ordered = sorted(queue, key=lambda q: (q.arrived_at, q.tiebreak))
+    for i, q in enumerate(ordered):
+        placed = i < free
+        if q.waiting:
+            (out.promoted if placed else out.still_waiting).append(q.item)
+        else:
+            (out.admitted if placed else out.waitlisted).append(q.item)
+    return out

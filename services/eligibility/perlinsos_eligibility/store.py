@@ -1,0 +1,268 @@
+"""Eligibility's own tables (the database adapter). Set-based: one statement per batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from perlinsos_eligibility.domain import Applicant
+from perlinsos_shared.events import Address, EligibilityDecided, FundingLine, Occupation
+
+_PERSON_COLUMNS = (
+    "participant_id, occupation, funding_line, birth_date, address, existing_bpjs_tk,"
+    " first_name, phone_e164, agency, request_id, enrolled_at, outcome, cover_start,"
+    " cover_end, rule_version, decided_at, nik_hash, checks, reasons"
+)
+
+
+@dataclass(frozen=True)
+class Person:
+    """What eligibility keeps of one participant and where they stand."""
+
+    participant_id: str
+    occupation: Occupation
+    birth_date: date
+    address: Address
+    existing_bpjs_tk: bool
+    first_name: str
+    phone_e164: str
+    agency: str
+    request_id: str
+    enrolled_at: datetime
+    nik_hash: str | None
+    funding_line: FundingLine | None = None
+    outcome: str = "new"
+    cover_start: date | None = None
+    cover_end: date | None = None
+    rule_version: str = ""
+    decided_at: datetime | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def applicant(self) -> Applicant:
+        return Applicant(self.birth_date, self.address, self.occupation, self.existing_bpjs_tk)
+
+    def but(self, **changes: Any) -> Person:
+        return replace(self, **changes)
+
+
+def _person(row: asyncpg.Record) -> Person:
+    return Person(
+        participant_id=row["participant_id"],
+        occupation=Occupation(row["occupation"]),
+        birth_date=row["birth_date"],
+        address=Address.model_validate(row["address"]),
+        existing_bpjs_tk=row["existing_bpjs_tk"],
+        first_name=row["first_name"],
+        phone_e164=row["phone_e164"],
+        agency=row["agency"],
+        request_id=row["request_id"],
+        enrolled_at=row["enrolled_at"],
+        nik_hash=row["nik_hash"],
+        funding_line=FundingLine(row["funding_line"]) if row["funding_line"] else None,
+        outcome=row["outcome"],
+        cover_start=row["cover_start"],
+        cover_end=row["cover_end"],
+        rule_version=row["rule_version"],
+        decided_at=row["decided_at"],
+        checks=list(row["checks"] or []),
+        reasons=list(row["reasons"] or []),
+    )
+
+
+async def people(conn: asyncpg.Connection, ids: Sequence[str], *, lock: bool) -> dict[str, Person]:
+    rows = await conn.fetch(
+        f"SELECT {_PERSON_COLUMNS} FROM participants WHERE participant_id = ANY($1::text[])"
+        + (" ORDER BY participant_id FOR UPDATE" if lock else ""),
+        list(ids),
+    )
+    return {r["participant_id"]: _person(r) for r in rows}
+
+
+async def by_nik_hash(conn: asyncpg.Connection, nik_hash: str) -> Person | None:
+    row = await conn.fetchrow(
+        f"SELECT {_PERSON_COLUMNS} FROM participants WHERE nik_hash = $1"
+        " ORDER BY enrolled_at DESC LIMIT 1",
+        nik_hash,
+    )
+    return _person(row) if row else None
+
+
+async def of_line(conn: asyncpg.Connection, line: FundingLine) -> list[Person]:
+    """Every participant of a line who has not exited, in arrival order."""
+    rows = await conn.fetch(
+        f"SELECT {_PERSON_COLUMNS} FROM participants"
+        " WHERE funding_line = $1 AND outcome <> 'exited' ORDER BY enrolled_at, participant_id",
+        line.value,
+    )
+    return [_person(r) for r in rows]
+
+
+async def oldest_waiting(
+    conn: asyncpg.Connection, line: FundingLine, limit: int, skip: Iterable[str] = ()
+) -> list[Person]:
+    """The oldest waitlisted of a line (caller holds the line's lock)."""
+    rows = await conn.fetch(
+        f"SELECT {_PERSON_COLUMNS} FROM participants"
+        " WHERE funding_line = $1 AND outcome = 'waitlisted'"
+        " AND NOT (participant_id = ANY($3::text[]))"
+        " ORDER BY enrolled_at, participant_id LIMIT $2",
+        line.value,
+        limit,
+        list(skip),
+    )
+    return [_person(r) for r in rows]
+
+
+@dataclass
+class Places:
+    """A line's counter row, read under FOR UPDATE and written back at the end."""
+
+    funding_line: FundingLine
+    holders: int
+    waiting: int
+
+
+async def lock_lines(conn: asyncpg.Connection, lines: Iterable[FundingLine]) -> dict[str, Places]:
+    """Lock the counter rows of `lines` (always in name order: no deadlocks)."""
+    wanted = sorted({line.value for line in lines})
+    if not wanted:
+        return {}
+    await conn.execute(
+        "INSERT INTO line_places (funding_line) SELECT unnest($1::text[])"
+        " ON CONFLICT (funding_line) DO NOTHING",
+        wanted,
+    )
+    rows = await conn.fetch(
+        "SELECT funding_line, holders, waiting FROM line_places"
+        " WHERE funding_line = ANY($1::text[]) ORDER BY funding_line FOR UPDATE",
+        wanted,
+    )
+    return {
+        r["funding_line"]: Places(FundingLine(r["funding_line"]), r["holders"], r["waiting"])
+        for r in rows
+    }
+
+
+async def save_places(conn: asyncpg.Connection, places: Iterable[Places]) -> None:
+    rows = list(places)
+    if not rows:
+        return
+    await conn.execute(
+        "UPDATE line_places p SET holders = u.holders, waiting = u.waiting, updated_at = now()"
+        " FROM unnest($1::text[], $2::int[], $3::int[]) AS u(funding_line, holders, waiting)"
+        " WHERE p.funding_line = u.funding_line",
+        [p.funding_line.value for p in rows],
+        [p.holders for p in rows],
+        [p.waiting for p in rows],
+    )
+
+
+async def read_places(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT p.funding_line, p.holders, p.waiting,"
+        " (SELECT count(*) FROM participants x WHERE x.funding_line = p.funding_line"
+        "   AND x.outcome = 'eligible') AS counted_holders,"
+        " (SELECT count(*) FROM participants x WHERE x.funding_line = p.funding_line"
+        "   AND x.outcome = 'waitlisted') AS counted_waiting"
+        " FROM line_places p ORDER BY p.funding_line"
+    )
+
+
+async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None:
+    """Insert or update participants, one statement for the whole batch."""
+    if not batch:
+        return
+    cols = list(
+        zip(
+            *(
+                (
+                    p.participant_id,
+                    p.occupation.value,
+                    p.funding_line.value if p.funding_line else None,
+                    p.birth_date,
+                    p.address.model_dump(),
+                    p.existing_bpjs_tk,
+                    p.first_name,
+                    p.phone_e164,
+                    p.agency,
+                    p.request_id,
+                    p.enrolled_at,
+                    p.outcome,
+                    p.cover_start,
+                    p.cover_end,
+                    p.rule_version,
+                    p.decided_at,
+                    p.nik_hash,
+                    json.dumps(p.checks),
+                    json.dumps(p.reasons),
+                )
+                for p in batch
+            ),
+            strict=True,
+        )
+    )
+    await conn.execute(
+        f"INSERT INTO participants ({_PERSON_COLUMNS})"
+        " SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,"
+        " c18::jsonb, c19::jsonb"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::jsonb[],"
+        " $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],"
+        " $12::text[], $13::date[], $14::date[], $15::text[], $16::timestamptz[], $17::text[],"
+        " $18::text[], $19::text[])"
+        " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,"
+        " c18, c19)"
+        " ON CONFLICT (participant_id) DO UPDATE SET"
+        " occupation = excluded.occupation, funding_line = excluded.funding_line,"
+        " birth_date = excluded.birth_date, address = excluded.address,"
+        " existing_bpjs_tk = excluded.existing_bpjs_tk, first_name = excluded.first_name,"
+        " phone_e164 = excluded.phone_e164, agency = excluded.agency,"
+        " request_id = excluded.request_id, enrolled_at = excluded.enrolled_at,"
+        " outcome = excluded.outcome, cover_start = excluded.cover_start,"
+        " cover_end = excluded.cover_end, rule_version = excluded.rule_version,"
+        " decided_at = excluded.decided_at, nik_hash = excluded.nik_hash,"
+        " checks = excluded.checks, reasons = excluded.reasons",
+        *[list(c) for c in cols],
+    )
+
+
+async def save_decisions(
+    conn: asyncpg.Connection, decisions: Sequence[tuple[EligibilityDecided, list[dict[str, Any]]]]
+) -> None:
+    if not decisions:
+        return
+    ds = [d for d, _ in decisions]
+    await conn.execute(
+        "INSERT INTO decisions (decision_id, participant_id, outcome, funding_line, reasons,"
+        " cover_start, cover_end, rule_version, decided_at, promoted, checks)"
+        " SELECT c1, c2, c3, c4, c5::jsonb, c6, c7, c8, c9, c10, c11::jsonb"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::date[], $7::date[], $8::text[], $9::timestamptz[], $10::bool[], $11::text[])"
+        " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11)",
+        [d.decision_id for d in ds],
+        [d.participant_id for d in ds],
+        [d.outcome for d in ds],
+        [d.funding_line.value if d.funding_line else None for d in ds],
+        [json.dumps([r.model_dump() for r in d.reasons]) for d in ds],
+        [d.cover_start for d in ds],
+        [d.cover_end for d in ds],
+        [d.rule_version for d in ds],
+        [d.decided_at for d in ds],
+        [d.promoted for d in ds],
+        [json.dumps(checks) for _, checks in decisions],
+    )
+
+
+async def decision_history(conn: asyncpg.Connection, participant_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT decision_id, outcome, funding_line, reasons, cover_start, cover_end,"
+        " rule_version, decided_at, promoted, checks FROM decisions"
+        " WHERE participant_id = $1 ORDER BY decided_at, decision_id",
+        participant_id,
+    )

@@ -1,0 +1,207 @@
+"""The criteria and the allocation, on plain values (no broker, no database)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import pytest
+from stdnum.id import nik as stdnum_nik
+
+from perlinsos_eligibility.domain import (
+    Applicant,
+    InQueue,
+    age_on,
+    allocate,
+    assess,
+    free_places,
+    window_check,
+)
+from perlinsos_eligibility.rules import load_rule_book
+from perlinsos_shared.clock import BATAM_TZ
+from perlinsos_shared.events import Address, FundingLine, Occupation
+
+BOOK = load_rule_book()
+DAY = date(2026, 3, 2)
+BATAM = Address(kecamatan="Sei Beduk", kelurahan="Tanjung Piayu")
+
+
+def applicant(**kw: object) -> Applicant:
+    base: dict[str, object] = {
+        "birth_date": date(1980, 5, 17),
+        "address": BATAM,
+        "occupation": Occupation.OJEK_DARING,
+        "existing_bpjs_tk": False,
+    }
+    base.update(kw)
+    return Applicant(**base)  # type: ignore[arg-type]
+
+
+def codes(a: Applicant, day: date = DAY) -> list[str]:
+    return [r.code for r in assess(a, BOOK, day).reasons]
+
+
+@pytest.mark.parametrize(
+    ("kecamatan", "kelurahan", "ok"),
+    [
+        ("Sei Beduk", "Tanjung Piayu", True),
+        ("SUNGAI BEDUK", "Tj. Piayu", True),
+        ("Kec. Batam Kota", "Kel. Belian", True),
+        ("sagulung", "sei  langkai", True),
+        ("Batu Aji", "Belian", False),  # a Batam kelurahan, but not in that kecamatan
+        ("Tanjungpinang Timur", "Kampung Bulang", False),  # another city in Kepri
+        ("Sei Beduk", "", False),
+        (None, None, False),
+    ],
+)
+def test_domicile_is_the_ktp_address(
+    kecamatan: str | None, kelurahan: str | None, ok: bool
+) -> None:
+    a = applicant(address=Address(kecamatan=kecamatan, kelurahan=kelurahan))
+    assert ("DOMICILE_NOT_BATAM" not in codes(a)) is ok
+
+
+def test_the_nik_prefix_never_decides_domicile() -> None:
+    # an applicant carries no NIK at all: a NIK first issued elsewhere (e.g. 1371, Padang)
+    # with a Batam KTP address passes; a 2171 NIK with an address elsewhere does not
+    assert "nik" not in Applicant.__dataclass_fields__
+    assert assess(applicant(), BOOK, DAY).passed
+
+
+@pytest.mark.parametrize(
+    ("birth", "day", "ok"),
+    [
+        (date(1961, 3, 2), date(2026, 3, 2), False),  # 65th birthday on the cover start
+        (date(1961, 3, 3), date(2026, 3, 2), True),  # 65 tomorrow: still 64
+        (date(1961, 3, 1), date(2026, 3, 2), False),
+        (date(2009, 3, 2), date(2026, 3, 2), True),  # 17th birthday: the lower bound
+        (date(2009, 3, 3), date(2026, 3, 2), False),  # 16 until tomorrow
+        (date(1960, 2, 29), date(2025, 2, 28), True),  # leap-day birth: 65 on 1 March
+        (date(1960, 2, 29), date(2025, 3, 1), False),
+    ],
+)
+def test_age_bounds_at_cover_start(birth: date, day: date, ok: bool) -> None:
+    a = applicant(birth_date=birth, occupation=Occupation.NELAYAN)
+    assert ("AGE_OUT_OF_RANGE" not in codes(a, day)) is ok
+
+
+@pytest.mark.parametrize(
+    ("nik", "day", "ok"),
+    [
+        # women: 40 added to the day of birth; 4503 61 -> 5 March 1961
+        ("2171034503610002", date(2026, 3, 4), True),
+        ("2171034503610002", date(2026, 3, 5), False),
+        # a man born the same day for comparison: 0503 61
+        ("2171030503610003", date(2026, 3, 5), False),
+        # a woman born on the 31st: day 71
+        ("2171037112800001", date(2026, 3, 2), True),
+    ],
+)
+def test_birth_dates_from_womens_niks(nik: str, day: date, ok: bool) -> None:
+    birth = stdnum_nik.get_birth_date(nik)
+    assert birth.day <= 31  # the +40 has been taken off
+    a = applicant(birth_date=birth, occupation=Occupation.KADER_POSYANDU)
+    assert ("AGE_OUT_OF_RANGE" not in codes(a, day)) is ok
+
+
+def test_age_on() -> None:
+    assert age_on(date(2000, 1, 1), date(2025, 12, 31)) == 25
+    assert age_on(date(2000, 1, 1), date(2026, 1, 1)) == 26
+
+
+@pytest.mark.parametrize(("member", "ok"), [(True, False), (False, True)])
+def test_not_already_a_bpjs_member(member: bool, ok: bool) -> None:
+    assert ("ALREADY_BPJS_MEMBER" not in codes(applicant(existing_bpjs_tk=member))) is ok
+
+
+@pytest.mark.parametrize(
+    ("occupation", "line"),
+    [
+        (Occupation.KETUA_LPM, FundingLine.PERWAKO_49_2025),
+        (Occupation.BOAT_PANCUNG, FundingLine.PERWAKO_30_2025),
+        (Occupation.NELAYAN, FundingLine.PERWAKO_3_2023),
+    ],
+)
+def test_funding_line_and_version_in_the_assessment(
+    occupation: Occupation, line: FundingLine
+) -> None:
+    a = assess(applicant(occupation=occupation), BOOK, DAY)
+    assert a.passed and a.funding_line == line
+    assert a.rule_version == f"{line.value}@2026.1"
+
+
+def test_several_failures_are_all_reported() -> None:
+    a = applicant(
+        address=Address(kecamatan="Bintan Timur", kelurahan="Kijang Kota"),
+        birth_date=date(1950, 1, 1),
+        existing_bpjs_tk=True,
+    )
+    assert codes(a) == ["DOMICILE_NOT_BATAM", "AGE_OUT_OF_RANGE", "ALREADY_BPJS_MEMBER"]
+    checks = assess(a, BOOK, DAY).checks
+    assert [c.rule for c in checks] == ["OCCUPATION", "DOMICILE", "AGE", "BPJS_MEMBERSHIP"]
+    assert [c.passed for c in checks] == [True, False, False, False]
+
+
+def test_explanations_are_indonesian() -> None:
+    reasons = assess(applicant(existing_bpjs_tk=True), BOOK, DAY).reasons
+    assert reasons[0].message.startswith("Sudah terdaftar")
+
+
+@pytest.mark.parametrize(
+    ("day", "holders", "free"),
+    [
+        (date(2026, 1, 1), 0, 10_285),
+        (date(2026, 1, 1), 10_284, 1),
+        (date(2026, 1, 1), 10_285, 0),
+        (date(2026, 1, 1), 13_000, 0),  # carried over above a lower new quota
+        (date(2025, 5, 1), 0, 0),  # outside the 2025 window (June-December)
+        (date(2025, 6, 1), 13_499, 1),
+    ],
+)
+def test_free_places(day: date, holders: int, free: int) -> None:
+    rule_set = BOOK.in_force(FundingLine.PERWAKO_30_2025, day)
+    assert rule_set is not None
+    assert free_places(rule_set, day, holders) == free
+
+
+def test_window_check_names_the_next_funded_month() -> None:
+    rule_set = BOOK.in_force(FundingLine.PERWAKO_30_2025, date(2025, 3, 1))
+    assert rule_set is not None
+    check = window_check(rule_set, date(2025, 3, 1))
+    assert not check.passed and check.code == "OUTSIDE_FUNDING_WINDOW"
+    assert "2025-06" in check.detail
+    assert window_check(rule_set, date(2025, 6, 1)).passed
+
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=BATAM_TZ)
+
+
+def q(name: str, minutes: int, waiting: bool = False) -> InQueue[str]:
+    return InQueue(name, T0 + timedelta(minutes=minutes), name, waiting)
+
+
+@pytest.mark.parametrize(
+    ("free", "queue", "promoted", "admitted", "waitlisted", "still"),
+    [
+        (3, [q("a", 1), q("b", 2)], [], ["a", "b"], [], []),
+        (1, [q("b", 2), q("a", 1)], [], ["a"], ["b"], []),  # arrival order, not list order
+        (0, [q("a", 1)], [], [], ["a"], []),
+        (2, [q("w1", 0, True), q("w2", 1, True), q("n", 2)], ["w1", "w2"], [], ["n"], []),
+        (1, [q("n", 5), q("w1", 0, True), q("w2", 1, True)], ["w1"], [], ["n"], ["w2"]),
+        (2, [q("x", 1), q("y", 1)], [], ["x", "y"], [], []),  # same time: tiebreak
+    ],
+)
+def test_allocate_oldest_first(
+    free: int,
+    queue: list[InQueue[str]],
+    promoted: list[str],
+    admitted: list[str],
+    waitlisted: list[str],
+    still: list[str],
+) -> None:
+    out = allocate(free, queue)
+    assert (out.promoted, out.admitted, out.waitlisted, out.still_waiting) == (
+        promoted,
+        admitted,
+        waitlisted,
+        still,
+    )

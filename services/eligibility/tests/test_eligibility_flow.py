@@ -1,0 +1,235 @@
+"""Quotas and the waitlist through a real broker and PostgreSQL, one and two instances."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from perlinsos_cli.stack import Stack
+from perlinsos_eligibility import cli
+from perlinsos_shared.clock import BATAM_TZ, today_local
+from perlinsos_shared.envelope import encode, make_event
+from perlinsos_shared.events import (
+    Address,
+    ExitReason,
+    FundingLine,
+    Occupation,
+    ParticipantEnrolled,
+    ParticipantExited,
+)
+from perlinsos_shared.settings import Settings
+from perlinsos_shared.topics import DECISIONS, PARTICIPANTS
+
+pytestmark = pytest.mark.flow
+
+LINES = {
+    FundingLine.PERWAKO_3_2023: ["NELAYAN"],
+    FundingLine.PERWAKO_30_2025: ["OJEK_DARING", "BECAK", "BOAT_PANCUNG"],
+    FundingLine.PERWAKO_49_2025: ["KETUA_RT", "KETUA_RW", "KADER_POSYANDU", "KADER_SIAGA"],
+}
+OCCUPATION_OF = {
+    FundingLine.PERWAKO_3_2023: Occupation.NELAYAN,
+    FundingLine.PERWAKO_30_2025: Occupation.OJEK_DARING,
+    FundingLine.PERWAKO_49_2025: Occupation.KETUA_RT,
+}
+
+
+def write_rules(folder: Path, quotas: dict[FundingLine, int]) -> Path:
+    """Rule sets funding this whole year with small quotas."""
+    year = today_local().year
+    for line, quota in quotas.items():
+        (folder / line.value).mkdir(parents=True, exist_ok=True)
+        (folder / line.value / "test.yaml").write_text(
+            f"funding_line: {line.value}\nversion: test\nin_force_from: {year}-01-01\n"
+            f"occupations: [{', '.join(LINES[line])}]\n"
+            "age: {min_years: 17, max_years_exclusive: 65}\n"
+            f"funding: {{{year}: {{quota: {quota}, funded_months: [{', '.join(map(str, range(1, 13)))}]}}}}\n"
+        )
+    return folder
+
+
+def enrolled(line: FundingLine, i: int, t0: datetime) -> ParticipantEnrolled:
+    return ParticipantEnrolled(
+        participant_id=str(uuid.uuid4()),
+        nik=f"21710{i:011d}"[:16],
+        full_name=f"Peserta {i}",
+        birth_date=date(1980, 1, 1) + timedelta(days=i),
+        sex="L",
+        phone_e164="+6281234567890",
+        address=Address(kecamatan="Sekupang", kelurahan="Tiban Lama", rt="001", rw="002"),
+        occupation=OCCUPATION_OF[line],
+        existing_bpjs_tk=False,
+        agency="TEST",
+        request_id=f"{line.value}-{i}",
+        enrolled_at=t0 + timedelta(milliseconds=i),
+    )
+
+
+async def publish(bootstrap: str, events: list[ParticipantEnrolled | ParticipantExited]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                PARTICIPANTS.name,
+                encode(make_event("test/registry", e, subject=e.participant_id)),
+                key=e.participant_id.encode(),
+            )
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+class Decisions:
+    """Reads eligibility.decisions.v1 from the beginning."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
+        self.seen: list[dict[str, Any]] = []
+
+    async def __aenter__(self) -> Decisions:
+        await self.consumer.start()
+        parts = [TopicPartition(DECISIONS.name, p) for p in range(DECISIONS.partitions)]
+        self.consumer.assign(parts)
+        await self.consumer.seek_to_beginning(*parts)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def until(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < n and time.monotonic() < deadline:
+            got = await self.consumer.getmany(timeout_ms=200)
+            for records in got.values():
+                self.seen.extend(json.loads(r.value)["data"] for r in records)
+        assert len(self.seen) >= n, f"{len(self.seen)} decisions, expected {n}"
+        await asyncio.sleep(0.5)  # anything beyond n would be a bug: collect it too
+        for records in (await self.consumer.getmany(timeout_ms=200)).values():
+            self.seen.extend(json.loads(r.value)["data"] for r in records)
+        return self.seen
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[Stack]:
+    s = Stack(settings, http_port_base=0)
+    s.start_infrastructure()
+    yield s
+    s.stop()
+
+
+def of(decisions: list[dict[str, Any]], line: FundingLine) -> list[dict[str, Any]]:
+    return [d for d in decisions if d["funding_line"] == line.value]
+
+
+async def test_quota_waitlist_and_promotion_oldest_first(
+    stack: Stack, settings: Settings, tmp_path: Path
+) -> None:
+    n, k, j = 5, 4, 2
+    line = FundingLine.PERWAKO_3_2023
+    rules = write_rules(tmp_path / "rules", {line: n})
+    stack.start_services(
+        ("eligibility",), extra_env={"PERLINSOS_ELIGIBILITY_RULES_DIR": str(rules)}
+    )
+    t0 = datetime.now(BATAM_TZ)
+    people = [enrolled(line, i, t0) for i in range(n + k)]
+    async with Decisions(stack.bootstrap_servers) as decisions:
+        await publish(stack.bootstrap_servers, list(people))
+        seen = await decisions.until(n + k)
+        by_pid = {d["participant_id"]: d for d in seen}
+        eligible = [d for d in seen if d["outcome"] == "eligible"]
+        waitlisted = [d for d in seen if d["outcome"] == "waitlisted"]
+        assert (len(seen), len(eligible), len(waitlisted)) == (n + k, n, k)
+        assert all(d["cover_start"] == today_local().isoformat() for d in eligible)
+        assert all([r["code"] for r in d["reasons"]] == ["QUOTA_FULL"] for d in waitlisted)
+        assert all(d["rule_version"] == f"{line.value}@test" for d in seen)
+        assert len({d["decision_id"] for d in seen}) == len(seen)
+        # j exits free j places: the j oldest waiting are promoted, in arrival order
+        leaving = [p for p in people if by_pid[p.participant_id]["outcome"] == "eligible"][:j]
+        await publish(
+            stack.bootstrap_servers,
+            [
+                ParticipantExited(
+                    participant_id=p.participant_id,
+                    agency="TEST",
+                    request_id=f"exit-{p.request_id}",
+                    reason=ExitReason.ROLE_ENDED,
+                    effective_date=today_local(),
+                )
+                for p in leaving
+            ],
+        )
+        seen = await decisions.until(n + k + 2 * j)
+        later = seen[n + k :]
+        exited = [d for d in later if d["outcome"] == "exited"]
+        promoted = [d for d in later if d["outcome"] == "eligible"]
+        assert len(later) == 2 * j
+        assert {d["participant_id"] for d in exited} == {p.participant_id for p in leaving}
+        assert all(d["cover_end"] == today_local().isoformat() for d in exited)
+        assert all(d["promoted"] and d["cover_start"] for d in promoted)
+        waiting_in_order = [
+            p.participant_id
+            for p in people
+            if p.participant_id in {d["participant_id"] for d in waitlisted}
+        ]
+        assert sorted(d["participant_id"] for d in promoted) == sorted(waiting_in_order[:j])
+    # the operator's view agrees: quota full, k - j waiting, counters consistent
+    places = {p["funding_line"]: p for p in await cli.places(stack.database_url)}
+    assert (places[line.value]["holders"], places[line.value]["waiting"]) == (n, k - j)
+    assert places[line.value]["consistent"]
+    # explain names the rules and the version; an unknown NIK is None
+    explained = await cli.explain(stack.database_url, people[0].nik)
+    assert explained is not None and explained["rule_version"] == f"{line.value}@test"
+    assert {c["rule"] for c in explained["checks"]} >= {"DOMICILE", "AGE", "QUOTA"}
+    assert await cli.explain(stack.database_url, "3171000000000000") is None
+
+
+async def test_two_instances_never_over_fill_a_quota(
+    stack: Stack, settings: Settings, tmp_path: Path
+) -> None:
+    quotas = {
+        FundingLine.PERWAKO_3_2023: 150,
+        FundingLine.PERWAKO_30_2025: 230,
+        FundingLine.PERWAKO_49_2025: 90,
+    }
+    rules = write_rules(tmp_path / "rules", quotas)
+    stack.start_services(
+        ("eligibility", "eligibility"),
+        extra_env={
+            "PERLINSOS_ELIGIBILITY_RULES_DIR": str(rules),
+            "PERLINSOS_CONSUMER_MAX_RECORDS": "8",  # many small batches racing
+        },
+    )
+    total = 0
+    async with Decisions(stack.bootstrap_servers) as decisions:
+        # one round per line, each a burst over every partition: two instances race
+        for round_no, (line, quota) in enumerate(quotas.items()):
+            extra = 60 + round_no * 25
+            t0 = datetime.now(BATAM_TZ)
+            people = [enrolled(line, i, t0) for i in range(quota + extra)]
+            await asyncio.gather(
+                publish(stack.bootstrap_servers, list(people[::2])),
+                publish(stack.bootstrap_servers, list(people[1::2])),
+            )
+            total += len(people)
+            seen = of(await decisions.until(total), line)
+            outcomes = [d["outcome"] for d in seen]
+            assert len(seen) == quota + extra
+            assert outcomes.count("eligible") == quota, (line, outcomes)
+            assert outcomes.count("waitlisted") == extra
+    places = {p["funding_line"]: p for p in await cli.places(stack.database_url)}
+    for line, quota in quotas.items():
+        assert places[line.value]["holders"] == quota and places[line.value]["consistent"]
