@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     sms_brand: str = "Perlinsos Batam"  # the programme's name in every message text
     sms_batch_size: int = 500  # messages claimed per sender round
-    sms_concurrency: int = 64  # provider requests in flight per notify instance
+    sms_concurrency: int = 32  # provider requests in flight per notify instance
     sms_backoff_base_s: float = 1.0  # first retry delay; doubles per attempt, with jitter
     sms_backoff_max_s: float = 300.0
     sms_claim_lease_s: float = 60.0  # a 'sending' claim older than this is reconciled

@@ -8,8 +8,9 @@ message (`find_sent`), so nothing is ever sent twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import uuid
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -121,6 +122,9 @@ def _int(value: Any, default: int = 1) -> int:
         return default
 
 
+CONNECTIONS_PER_CLIENT = 4
+
+
 class TwilioProvider:
     """Twilio's Messages API: form POST with basic auth; JSON `sid`, `status`, `num_segments`.
 
@@ -141,7 +145,7 @@ class TwilioProvider:
         from_: str | None,
         messaging_service_sid: str | None,
         timeout_s: float,
-        max_connections: int = 64,
+        max_connections: int = 32,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not (from_ or messaging_service_sid):
@@ -150,16 +154,29 @@ class TwilioProvider:
         self._service = messaging_service_sid
         self._timeout_s = timeout_s
         self._path = f"/2010-04-01/Accounts/{account_sid}/Messages.json"
-        self._client = httpx.AsyncClient(
-            base_url=api_base.rstrip("/"),
-            auth=(account_sid, auth_token),
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            headers={"Accept": "application/json"},
-            transport=transport,
-        )
+        # Several small clients rather than one big pool: httpx's pool bookkeeping grows
+        # with the connections it holds, and a few connections each keep it cheap.
+        shards = max(1, math.ceil(max_connections / CONNECTIONS_PER_CLIENT))
+        per_client = max(1, math.ceil(max_connections / shards))
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=api_base.rstrip("/"),
+                auth=(account_sid, auth_token),
+                timeout=httpx.Timeout(timeout_s),
+                limits=httpx.Limits(
+                    max_connections=per_client, max_keepalive_connections=per_client
+                ),
+                headers={"Accept": "application/json"},
+                transport=transport,
+            )
+            for _ in range(shards)
+        ]
+        self._next = itertools.cycle(self._clients)
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        """The next client, round robin."""
+        return next(self._next)
 
     async def send(self, message: Outgoing) -> SendResult:
         form = {"To": message.to, "Body": message.text}
@@ -255,7 +272,8 @@ class TwilioProvider:
         return None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
 
 def make_provider(settings: Settings) -> SmsProvider:
@@ -274,7 +292,3 @@ def make_provider(settings: Settings) -> SmsProvider:
             max_connections=max(1, settings.sms_concurrency),
         )
     raise ValueError(f"unknown SMS provider {settings.sms_provider!r}")
-
-
-def new_token() -> str:
-    return uuid.uuid4().hex
