@@ -26,6 +26,7 @@ app = typer.Typer(
     help="Follow one enrolment through every service.",
     invoke_without_command=True,
     no_args_is_help=True,
+    context_settings={"allow_interspersed_args": True},  # `trace ID --db` as well
 )
 
 SEARCHED_ATTRIBUTES = (
@@ -144,14 +145,56 @@ def describe(span: dict[str, Any], t0: int) -> str:
     return " ".join(str(p) for p in parts)
 
 
-def render(trace_id: str, spans: list[dict[str, Any]], *, with_db: bool = False) -> Tree:
+def batch_subtrees(
+    spans: list[dict[str, Any]], batch_spans: dict[str, list[dict[str, Any]]]
+) -> dict[str, SpanNode]:
+    """For each consumer span, the batch it was applied in (its SQL spans below it): the
+    `perlinsos.batch` attribute names the batch span, which lives in the broker's trace."""
+    out: dict[str, SpanNode] = {}
+    for span in spans:
+        ref = str((span.get("attributes") or {}).get("perlinsos.batch", ""))
+        if "-" not in ref:
+            continue
+        tid, sid = ref.split("-", 1)
+        for root in build_tree(batch_spans.get(tid, [])):
+            found = _find(root, sid)
+            if found is not None:
+                out[span["span_id"]] = found
+    return out
+
+
+def _find(node: SpanNode, span_id: str) -> SpanNode | None:
+    if node.span.get("span_id") == span_id:
+        return node
+    for child in node.children:
+        hit = _find(child, span_id)
+        if hit is not None:
+            return hit
+    return None
+
+
+def batch_trace_ids(spans: list[dict[str, Any]]) -> set[str]:
+    refs = (str((s.get("attributes") or {}).get("perlinsos.batch", "")) for s in spans)
+    return {r.split("-", 1)[0] for r in refs if "-" in r}
+
+
+def render(
+    trace_id: str,
+    spans: list[dict[str, Any]],
+    *,
+    with_db: bool = False,
+    batches: dict[str, SpanNode] | None = None,
+) -> Tree:
     shown = [s for s in spans if with_db or not _is_db(s)]
     t0 = min(int(s.get("start_ns") or 0) for s in shown) if shown else 0
     services = sorted({str(s.get("service", "?")).removeprefix("perlinsos-") for s in shown})
     tree = Tree(f"trace [cyan]{trace_id}[/cyan]: {len(shown)} spans across {', '.join(services)}")
 
-    def add(branch: Tree, node: SpanNode) -> None:
-        child = branch.add(describe(node.span, t0))
+    def add(branch: Tree, node: SpanNode, prefix: str = "") -> None:
+        child = branch.add(prefix + describe(node.span, t0))
+        batch = (batches or {}).get(node.span["span_id"])
+        if batch is not None:
+            add(child, batch, "[dim]batch[/dim] ")
         for c in node.children:
             add(child, c)
 
@@ -170,7 +213,9 @@ def show(
     ident: str = typer.Argument(
         ..., help="request id, participant id, decision id, event id or trace id"
     ),
-    with_db: bool = typer.Option(False, "--db", help="also show database spans"),
+    with_db: bool = typer.Option(
+        False, "--db", help="also show the batch each message was applied in, with its SQL"
+    ),
     max_traces: int = typer.Option(5, help="at most this many traces (a person may have several)"),
 ) -> None:
     """Print every trace that touches ID as a tree: service, operation, topic, timing, status."""
@@ -188,8 +233,14 @@ def show(
         console.print(f"no span mentions {ident!r}")
         raise typer.Exit(1)
     spans = load_spans(files, set(trace_ids[:max_traces]))
+    batches: dict[str, SpanNode] = {}
+    if with_db:
+        wanted = set().union(*(batch_trace_ids(v) for v in spans.values()))
+        batch_spans = load_spans(files, wanted) if wanted else {}
+        for tid in trace_ids[:max_traces]:
+            batches.update(batch_subtrees(spans.get(tid, []), batch_spans))
     for tid in trace_ids[:max_traces]:
-        console.print(render(tid, spans.get(tid, []), with_db=with_db))
+        console.print(render(tid, spans.get(tid, []), with_db=with_db, batches=batches))
     if len(trace_ids) > max_traces:
         console.print(f"... and {len(trace_ids) - max_traces} more traces")
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import asyncpg
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from perlinsos_shared import inbox
@@ -29,6 +29,7 @@ from perlinsos_shared.telemetry import context_from_headers, scrub, span_headers
 from perlinsos_shared.topics import Topic
 
 log = logging.getLogger("perlinsos.consumer")
+MAX_BATCH_LINKS = 128  # the SDK's default link limit per span
 tracer = trace.get_tracer("perlinsos.consumer")
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -180,14 +181,33 @@ class BatchConsumer:
                 )
             )
         self._open_spans(good)
-        try:
-            await self._apply_batch(good, bad)
-        except TRANSIENT_ERRORS:
-            self._close_spans(good, error="database unavailable")
-            raise
-        except Exception:  # a poison message somewhere: isolate it
-            log.warning("batch failed; applying one message at a time", exc_info=True)
-            await self._apply_one_by_one(good, bad)
+        # The batch's database work belongs to no single message: a span of its own (in
+        # the broker's batch trace) that links each message's span, parent of the SQL spans.
+        links = [Link(m.span.get_span_context()) for m in good[:MAX_BATCH_LINKS] if m.span]
+        batch_span = tracer.start_span(
+            f"{self.topic.name} batch",
+            kind=SpanKind.INTERNAL,
+            links=links,
+            attributes={
+                "messaging.destination.name": self.topic.name,
+                "messaging.batch.message_count": len(records),
+            },
+        )
+        batch_ctx = batch_span.get_span_context()
+        if batch_ctx.is_valid:  # every message names its batch: `perlinsos trace --db`
+            batch_ref = f"{batch_ctx.trace_id:032x}-{batch_ctx.span_id:016x}"
+            for m in good:
+                if m.span is not None:
+                    m.span.set_attribute("perlinsos.batch", batch_ref)
+        with trace.use_span(batch_span, end_on_exit=True):
+            try:
+                await self._apply_batch(good, bad)
+            except TRANSIENT_ERRORS:
+                self._close_spans(good, error="database unavailable")
+                raise
+            except Exception:  # a poison message somewhere: isolate it
+                log.warning("batch failed; applying one message at a time", exc_info=True)
+                await self._apply_one_by_one(good, bad)
         self._close_spans(good)
         self._metrics.batch_duration.record(time.perf_counter() - started, self._labels)
         if self._after_commit:

@@ -1,0 +1,247 @@
+"""One enrolment is one trace across every service; no personal data in spans or logs.
+
+Real broker, real PostgreSQL, the four services as processes. The agency side (this test
+process) records its producer spans in memory; the services write theirs to the
+embedded trace store under the state directory, which `perlinsos trace` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from perlinsos_cli.agency import Listener, publish_submissions
+from perlinsos_cli.cohort import Submission, generate_cohort
+from perlinsos_cli.stack import Stack
+from perlinsos_cli.trace import build_tree, find_trace_ids, load_spans, render, trace_files
+from perlinsos_shared.settings import Settings
+from perlinsos_shared.telemetry import span_record
+
+pytestmark = pytest.mark.flow
+
+SERVICES = {"perlinsos-registry", "perlinsos-eligibility", "perlinsos-premium", "perlinsos-notify"}
+_agency_spans = InMemorySpanExporter()
+
+
+def _record_agency_spans() -> InMemorySpanExporter:
+    """The test process plays the agency: its producer spans go to memory."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    if not getattr(provider, "_perlinsos_test_exporter", False):
+        provider.add_span_processor(SimpleSpanProcessor(_agency_spans))
+        provider._perlinsos_test_exporter = True  # type: ignore[attr-defined]
+    _agency_spans.clear()
+    return _agency_spans
+
+
+@pytest.fixture
+def stack(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")  # services export spans promptly
+    s = Stack(settings, http_port_base=0)
+    s.start()
+    yield s
+    s.stop()
+
+
+async def _settle(listener: Listener, subs: list[Submission], timeout: float = 90) -> None:
+    keys = {(s.agency, s.request_id) for s in subs}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await listener.poll()
+        o = listener.outcomes
+        decided = [d for k, d in o.decisions.items() if k in keys]
+        if o.settled(keys) == len(keys) and all(d["decision_id"] in o.deliveries for d in decided):
+            return
+    raise AssertionError(f"only {listener.outcomes.settled(keys)}/{len(keys)} settled")
+
+
+async def _run(stack: Stack, subs: list[Submission]) -> Listener:
+    listener = Listener(stack.bootstrap_servers)
+    await listener.start()
+    try:
+        await publish_submissions(
+            stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
+        )
+        await _settle(listener, subs)
+    finally:
+        await listener.stop()
+    return listener
+
+
+def _store(state_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in trace_files(state_dir):
+        out += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return out
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_one_enrolment_is_one_trace_across_every_service(
+    stack: Stack, settings: Settings
+) -> None:
+    agency = _record_agency_spans()
+    sub = next(s for s in generate_cohort(size=40, seed=71, fault_rate=0.0) if s.fault is None)
+    listener = await _run(stack, [sub])
+    decision = listener.outcomes.decisions[(sub.agency, sub.request_id)]
+    assert decision["outcome"] == "eligible"
+
+    sent: list[ReadableSpan] = [
+        s
+        for s in agency.get_finished_spans()
+        if s.attributes.get("perlinsos.request_id") == sub.request_id  # type: ignore[union-attr]
+    ]
+    assert len(sent) == 1
+    trace_id = format(sent[0].context.trace_id, "032x")  # type: ignore[union-attr]
+
+    # wait for the services' exporters: every service's consumer span of this trace
+    deadline = time.monotonic() + 30
+    spans: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        spans = [s for s in _store(stack.state_dir) if s["trace_id"] == trace_id]
+        consumers = {s["service"] for s in spans if s["kind"] == "CONSUMER"}
+        if SERVICES <= consumers:
+            break
+        await asyncio.sleep(0.3)
+    assert SERVICES <= {s["service"] for s in spans if s["kind"] == "CONSUMER"}, spans
+
+    # the submission's and the participant's spans are all in this one trace
+    ids = (sub.request_id, decision["participant_id"], decision["decision_id"])
+    assert find_trace_ids(trace_files(stack.state_dir), sub.request_id) == [trace_id]
+    for ident in ids:
+        assert trace_id in find_trace_ids(trace_files(stack.state_dir), ident)
+
+    # every consumer span is the child of the producer span that sent its message
+    agency_record = span_record(sent[0])
+    assert agency_record is not None
+    by_id = {s["span_id"]: s for s in [*spans, agency_record]}
+    for consumer in (s for s in spans if s["kind"] == "CONSUMER"):
+        parent = by_id[consumer["parent_span_id"]]
+        assert parent["kind"] == "PRODUCER", (consumer["name"], parent["name"])
+        assert (
+            parent["attributes"]["messaging.destination.name"]
+            == consumer["attributes"]["messaging.destination.name"]
+        )
+    registry_consumer = next(s for s in spans if s["service"] == "perlinsos-registry")
+    assert registry_consumer["parent_span_id"] == agency_record["span_id"]
+    # one tree: the agency's span is the single root
+    roots = build_tree([*spans, agency_record])
+    assert [r.span["span_id"] for r in roots] == [agency_record["span_id"]]
+    assert "registry" in str(render(trace_id, spans).label)
+
+    # metrics, liveness and readiness on each service's port
+    for svc in stack.services:
+        assert _get(svc.health_url + "/livez")[0] == 200
+        assert _get(svc.health_url + "/readyz")[0] == 200
+        status, text = _get(svc.health_url + "/metrics")
+        assert status == 200
+        assert "process_resident_memory_bytes" in text
+        assert re.search(r"perlinsos_messages_consumed_total\{topic=\"[a-z.\-0-9]+\"\} [1-9]", text)
+    registry = next(s for s in stack.services if s.name == "registry")
+    text = _get(registry.health_url + "/metrics")[1]
+    assert 'perlinsos_messages_produced_total{topic="registry.participants.v1"}' in text
+    assert 'perlinsos_consumer_lag{partition="' in text
+
+
+def _phone_spellings(raw: str) -> set[str]:
+    out = {raw}
+    try:
+        number = phonenumbers.parse(raw, "ID")
+    except phonenumbers.NumberParseException:
+        return out
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    national = str(number.national_number)
+    return out | {e164, e164.lstrip("+"), "0" + national, national}
+
+
+class PersonalDataScanner:
+    """Finds any NIK, full name or phone (raw, E.164, local) of a cohort in text lines."""
+
+    def __init__(self, subs: list[Submission]) -> None:
+        self.niks = {s.data["nik"] for s in subs if isinstance(s.data.get("nik"), str)}
+        self.phones: set[str] = set()
+        for s in subs:
+            if isinstance(s.data.get("phone"), str):
+                self.phones |= _phone_spellings(s.data["phone"])
+        self.phone_digits = {re.sub(r"\D", "", p) for p in self.phones}
+        self.phone_digits = {p for p in self.phone_digits if len(p) >= 9}
+        self.names: dict[str, list[tuple[str, ...]]] = {}
+        for s in subs:
+            words = tuple(re.findall(r"[a-z']+", str(s.data.get("full_name", "")).lower()))
+            if words:
+                self.names.setdefault(words[0], []).append(words)
+
+    def find(self, line: str) -> list[str]:
+        hits = []
+        for run in re.findall(r"\d+", line):
+            if run in self.niks:
+                hits.append(f"NIK {run}")
+            if run in self.phone_digits:
+                hits.append(f"phone {run}")
+        hits += [f"phone {p}" for p in self.phones if len(p) >= 9 and p in line]
+        words = re.findall(r"[a-z']+", line.lower())
+        for i, w in enumerate(words):
+            for name in self.names.get(w, ()):
+                if tuple(words[i : i + len(name)]) == name and len(name) >= 2:
+                    hits.append(f"name {' '.join(name)}")
+        return hits
+
+
+async def test_no_personal_data_in_spans_or_logs_of_a_1000_submission_flow(
+    stack: Stack, settings: Settings
+) -> None:
+    agency = _record_agency_spans()
+    subs = generate_cohort(size=1000, seed=1007, fault_rate=0.05)
+    listener = await _run(stack, subs)
+    assert len(listener.outcomes.decisions) > 900
+    stack.stop_services()  # each service flushes its spans and logs on the way out
+
+    scanner = PersonalDataScanner(subs)
+    one = subs[0].data
+    control = f'{{"x": "{one["nik"]}", "y": "{one["full_name"]}", "z": "{one["phone"]}"}}'
+    assert len(scanner.find(control)) >= 3  # the scanner does find what it looks for
+
+    lines: list[tuple[str, str]] = []
+    for path in trace_files(stack.state_dir):
+        lines += [(path.name, line) for line in path.read_text().splitlines()]
+    span_count = len(lines)
+    for path in sorted((stack.state_dir / "logs").glob("*.log")):
+        lines += [(path.name, line) for line in path.read_text(errors="replace").splitlines()]
+    for span in agency.get_finished_spans():
+        lines.append(("agency", json.dumps(span_record(span))))
+    services = {json.loads(line)["service"] for name, line in lines if name.endswith(".jsonl")}
+    assert SERVICES <= services
+    assert span_count > 5 * len(subs)  # spans of every hop were really scanned
+
+    leaks = [(name, hit) for name, line in lines for hit in scanner.find(line)]
+    assert leaks == [], leaks[:20]
+
+    # every log line is one JSON object with a level and a service
+    for name, line in lines:
+        if name.endswith(".log") and line.strip():
+            record = json.loads(line)
+            assert {"level", "service", "message"} <= record.keys(), line
+    # the trace store still answers for a person's request
+    tid = find_trace_ids(trace_files(stack.state_dir), subs[1].request_id)
+    assert tid and load_spans(trace_files(stack.state_dir), set(tid))
