@@ -90,6 +90,9 @@ class RuleBook:
     sets: tuple[RuleSet, ...]
 
     def __post_init__(self) -> None:
+        # memo of the date lookups (hot: one per decision); the book itself never changes
+        object.__setattr__(self, "_in_force", {})
+        object.__setattr__(self, "_line_of", {})
         seen: set[tuple[FundingLine, date]] = set()
         for s in self.sets:
             if (s.funding_line, s.in_force_from) in seen:
@@ -109,6 +112,13 @@ class RuleBook:
     def in_force(self, line: FundingLine, day: date) -> RuleSet | None:
         """The latest version in force on `day`; before the first version, the first one
         (its criteria apply, but it funds nothing before it comes into force)."""
+        memo: dict[tuple[FundingLine, date], RuleSet | None] = self._in_force  # type: ignore[attr-defined]
+        key = (line, day)
+        if key not in memo:
+            memo[key] = self._choose(line, day)
+        return memo[key]
+
+    def _choose(self, line: FundingLine, day: date) -> RuleSet | None:
         versions = self.versions(line)
         if not versions:
             return None
@@ -128,6 +138,13 @@ class RuleBook:
         return date.fromordinal(min(later).toordinal() - 1) if later else None
 
     def line_of(self, occupation: Occupation, day: date) -> FundingLine | None:
+        memo: dict[tuple[Occupation, date], FundingLine | None] = self._line_of  # type: ignore[attr-defined]
+        key = (occupation, day)
+        if key not in memo:
+            memo[key] = self._line_for(occupation, day)
+        return memo[key]
+
+    def _line_for(self, occupation: Occupation, day: date) -> FundingLine | None:
         for line in self.lines():
             rule_set = self.in_force(line, day)
             if rule_set is not None and occupation in rule_set.occupations:
