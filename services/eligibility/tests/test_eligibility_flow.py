@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from perlinsos_cli.stack import Stack
 from perlinsos_eligibility import cli
+from perlinsos_eligibility.rules import load_rule_book
 from perlinsos_shared.clock import BATAM_TZ, today_local
 from perlinsos_shared.envelope import encode, make_event
 from perlinsos_shared.events import (
@@ -195,6 +196,12 @@ async def test_quota_waitlist_and_promotion_oldest_first(
     assert explained is not None and explained["rule_version"] == f"{line.value}@test"
     assert {c["rule"] for c in explained["checks"]} >= {"DOMICILE", "AGE", "QUOTA"}
     assert await cli.explain(stack.database_url, "3171000000000000") is None
+    # a rule change raising the quota: reevaluate promotes the k - j still waiting, and
+    # publishes nothing for the n unchanged
+    raised = load_rule_book(write_rules(tmp_path / "raised", {line: n + k}))
+    changed = await cli.reevaluate(stack.database_url, line, today_local(), raised)
+    assert sorted((c.before, c.after) for c in changed) == [("waitlisted", "eligible")] * (k - j)
+    assert await cli.reevaluate(stack.database_url, line, today_local(), raised) == []
 
 
 async def test_two_instances_never_over_fill_a_quota(
