@@ -22,6 +22,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,51 @@ def _mask_match(m: re.Match[str]) -> str:
 _PG_DETAIL = re.compile(r"DETAIL:.*?(?=\nHINT:|$)", re.DOTALL)
 
 
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+
+
 def scrub(text: str) -> str:
     """`text` with every NIK-shaped or phone-shaped run masked and database error
     details (which quote row values) removed."""
+    if len(text) - len(text.translate(_NO_DIGITS)) < 9 and "DETAIL:" not in text:
+        return text  # fewer digits than any phone, and no database error detail
+    if len(text) > 256:  # long texts repeat (SQL statements, stack traces): cache them
+        return _scrub_cached(text)
+    return _scrub(text)
+
+
+def _scrub(text: str) -> str:
     if "DETAIL:" in text:
         text = _PG_DETAIL.sub("DETAIL: (withheld: may quote personal data)", text)
     return _PERSONAL.sub(_mask_match, text)
+
+
+@lru_cache(maxsize=1024)
+def _scrub_cached(text: str) -> str:
+    return _scrub(text)
+
+
+# Attributes whose values the code itself sets from non-personal ids or fixed words.
+SAFE_ATTRIBUTES = frozenset(
+    {
+        "messaging.system",
+        "messaging.destination.name",
+        "messaging.operation.type",
+        "messaging.operation",
+        "messaging.consumer.group.name",
+        "messaging.message.id",
+        "messaging.kafka.destination.partition",
+        "messaging.kafka.offset",
+        "messaging.batch.message_count",
+        "cloudevents.event_type",
+        "perlinsos.participant_id",
+        "perlinsos.decision_id",
+        "perlinsos.outcome",
+        "perlinsos.batch",
+        "perlinsos.outbox.id",
+        "perlinsos.coalesced_links",
+    }
+)
 
 
 def scrub_value(value: Any) -> Any:
@@ -84,7 +124,12 @@ def scrub_value(value: Any) -> Any:
 
 
 def scrub_attributes(attributes: Attributes | Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: scrub_value(v) for k, v in (attributes or {}).items()}
+    if not attributes:
+        return {}
+    return {
+        k: v if k in SAFE_ATTRIBUTES or not isinstance(v, str | tuple | list) else scrub_value(v)
+        for k, v in attributes.items()
+    }
 
 
 def span_record(s: ReadableSpan) -> dict[str, Any] | None:
