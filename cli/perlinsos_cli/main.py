@@ -38,6 +38,14 @@ app.add_typer(trace_app, name="trace")
 console = Console()
 
 
+@app.callback()
+def _root() -> None:
+    """perlinsos: Batam's social-protection programme for vulnerable workers."""
+    from perlinsos_cli.trace import setup_cli_tracing
+
+    setup_cli_tracing()  # the agency side of submissions sent from here joins their traces
+
+
 class _Stop(Exception):
     pass
 
@@ -155,9 +163,6 @@ def cohort(
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    from perlinsos_cli.trace import setup_cli_tracing
-
-    setup_cli_tracing()  # the agency side of submissions sent from here joins their traces
     app()
 
 
