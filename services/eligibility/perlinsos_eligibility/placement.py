@@ -10,6 +10,7 @@ transaction. Used by the Kafka handler, the promotion loop and the operator comm
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -41,12 +42,20 @@ from perlinsos_eligibility.store import (
 )
 from perlinsos_shared.envelope import make_event
 from perlinsos_shared.events import EligibilityDecided, FundingLine, Outcome, ParticipantExited
+from perlinsos_shared.metrics import get_meter
 from perlinsos_shared.outbox import Outbox
 from perlinsos_shared.topics import DECISIONS
 
 SOURCE = "perlinsos/eligibility"
 
 Headers = dict[str, str]
+
+# counted when a batch writes its decisions (labels: outcome and funding line, never a person)
+DECISIONS_WRITTEN = get_meter("perlinsos.eligibility").create_counter(
+    "perlinsos.eligibility.decisions",
+    unit="{decision}",
+    description="Eligibility decisions written, by outcome and funding line",
+)
 
 
 @dataclass
@@ -99,6 +108,12 @@ class Placement:
                 make_event(SOURCE, d, subject=d.participant_id),
                 headers,
             )
+        written = Counter(
+            (str(d.outcome), str(d.funding_line) if d.funding_line else "none")
+            for d, _, _ in self.decisions
+        )
+        for (outcome, line), n in written.items():
+            DECISIONS_WRITTEN.add(n, {"outcome": outcome, "funding_line": line})
         return [d for d, _, _ in self.decisions]
 
     def _decide(
