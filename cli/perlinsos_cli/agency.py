@@ -3,13 +3,13 @@ for what comes back (rejections, decisions, SMS deliveries, finance summaries)."
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
@@ -33,7 +33,7 @@ def submission_event(agency: str, data: dict[str, Any]) -> bytes:
         "datacontenttype": "application/json",
         "data": data,
     }
-    return json.dumps(envelope).encode()
+    return orjson.dumps(envelope)
 
 
 async def publish_submissions(
@@ -97,9 +97,27 @@ class Outcomes:
     decisions: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deliveries: dict[str, str] = field(default_factory=dict)  # decision_id -> status
     summaries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Kept up to date as events arrive, so waiting on 24,300 keys costs nothing per poll.
+    watched: set[tuple[str, str]] = field(default_factory=set)
+    settled_keys: set[tuple[str, str]] = field(default_factory=set)
+
+    def watch(self, keys: Iterable[tuple[str, str]]) -> None:
+        self.watched.update(keys)
+        self.settled_keys.update(
+            k for k in self.watched if k in self.rejections or k in self.decisions
+        )
 
     def settled(self, keys: set[tuple[str, str]]) -> int:
+        if keys is self.watched or keys == self.watched:
+            return len(self.settled_keys)
         return sum(1 for k in keys if k in self.rejections or k in self.decisions)
+
+    def decision_ids(self) -> set[str]:
+        """The current decision of every watched submission that has one."""
+        return {d["decision_id"] for k, d in self.decisions.items() if k in self.watched}
+
+    def delivered(self, decision_ids: set[str]) -> int:
+        return len(decision_ids & self.deliveries.keys())
 
     def reasons_by(self, keys: set[tuple[str, str]]) -> Counter[str]:
         out: Counter[str] = Counter()
@@ -147,18 +165,22 @@ class Listener:
             for r in records:
                 n += 1
                 try:
-                    event = json.loads(r.value)
+                    event = orjson.loads(r.value)
                 except (TypeError, ValueError):
                     continue
                 data = event.get("data") or {}
                 if tp.topic == INTAKE_REJECTED.name:
-                    o.rejections[(str(data.get("agency")), str(data.get("request_id")))] = [
-                        x["code"] for x in data.get("reasons", [])
-                    ]
+                    key = (str(data.get("agency")), str(data.get("request_id")))
+                    o.rejections[key] = [x["code"] for x in data.get("reasons", [])]
+                    if key in o.watched:
+                        o.settled_keys.add(key)
                 elif tp.topic == DECISIONS.name:
                     key = (data["agency"], data["request_id"])
-                    if data["outcome"] != "exited" and key not in o.decisions:
+                    # the latest decision counts (a waitlisted person may be promoted later)
+                    if data["outcome"] != "exited":
                         o.decisions[key] = data
+                        if key in o.watched:
+                            o.settled_keys.add(key)
                 elif tp.topic == DELIVERIES.name:
                     o.deliveries[data["decision_id"]] = data["status"]
                 elif tp.topic == SUMMARIES.name:

@@ -62,6 +62,7 @@ async def run_cohort(
     started = time.monotonic()
     period = current_period()
     o = listener.outcomes
+    o.watch(keys)
     try:
         with Progress(
             TextColumn("{task.description:<28}"),
@@ -86,10 +87,10 @@ async def run_cohort(
             deadline = started + timeout
             while True:
                 await listener.poll()
-                settled = o.settled(keys)
+                settled = o.settled(o.watched)
                 progress.update(t_dec, completed=settled)
-                our_decisions = {d["decision_id"] for k, d in o.decisions.items() if k in keys}
-                delivered = sum(1 for d in our_decisions if d in o.deliveries)
+                our_decisions = o.decision_ids()
+                delivered = o.delivered(our_decisions)
                 progress.update(t_sms, completed=delivered, total=len(our_decisions) or None)
                 if publisher.done():
                     publisher.result()

@@ -20,6 +20,7 @@ from perlinsos_premium.cli import app as premium_app
 from perlinsos_premium.cli import finance_app
 from perlinsos_registry.cli import app as registry_app
 from perlinsos_registry.cli import intake_app
+from perlinsos_shared.gc_tuning import tune_gc
 from perlinsos_shared.settings import get_settings, remove_stack_file, write_stack_file
 
 app = typer.Typer(
@@ -148,6 +149,7 @@ def cohort(
         _start(stack)
         with console.status(f"generating {size:,} synthetic enrolments..."):
             subs = generate(size, seed, fault_rate)
+        tune_gc()
         report = asyncio.run(
             run_cohort(stack.bootstrap_servers, stack.database_url, subs, console, timeout=timeout)
         )

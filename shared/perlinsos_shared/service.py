@@ -21,6 +21,7 @@ from faststream.middlewares import AckPolicy
 
 from perlinsos_shared.consumer import BatchConsumer, Handler, UndecodableHook
 from perlinsos_shared.db import open_service_db
+from perlinsos_shared.gc_tuning import tune_gc
 from perlinsos_shared.health import HealthServer
 from perlinsos_shared.kafka import make_broker, make_producer
 from perlinsos_shared.logs import setup_logging
@@ -162,6 +163,7 @@ class ServiceRuntime:
 
     async def _after_startup(self) -> None:
         assert self.relay is not None
+        tune_gc()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for fn in self._background:
             self._tasks.append(asyncio.create_task(fn(), name=fn.__name__))

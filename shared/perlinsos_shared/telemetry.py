@@ -16,7 +16,6 @@ second line of defence; the code puts only pseudonyms and masked values in spans
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -26,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -177,11 +177,11 @@ class JsonlSpanExporter(SpanExporter):
         for s in spans:
             record = span_record(s)
             if record is not None:
-                lines.append(json.dumps(record, default=str))
+                lines.append(orjson.dumps(record, default=str))
         with self._lock:
             self._path.parent.mkdir(parents=True, exist_ok=True)  # the state dir may be new
-            with self._path.open("a", encoding="utf-8") as f:
-                f.write("".join(line + "\n" for line in lines))
+            with self._path.open("ab") as f:
+                f.write(b"".join(line + b"\n" for line in lines))
         return SpanExportResult.SUCCESS
 
 
