@@ -9,12 +9,12 @@ together).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from importlib import resources
 
 import asyncpg
+import orjson
 
 log = logging.getLogger("perlinsos.db")
 
@@ -47,9 +47,15 @@ async def _bootstrap(url: str, service: str) -> bool:
         await conn.close()
 
 
+def _json_text(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    for name in ("jsonb", "json"):
+        await conn.set_type_codec(
+            name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
+        )
 
 
 async def create_pool(

@@ -32,6 +32,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
@@ -263,6 +264,8 @@ def make_sampler() -> Sampler:
         except ValueError:
             ratio = 1.0
         root = TraceIdRatioBased(min(1.0, max(0.0, ratio)))
+    elif name in ("always_off", "parentbased_always_off"):
+        root = ALWAYS_OFF
     return ParentBased(root=_NoOrphanClientSpans(root))
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from perlinsos_eligibility.domain import Applicant
 from perlinsos_shared.events import Address, EligibilityDecided, FundingLine, Occupation
@@ -18,6 +18,11 @@ _PERSON_COLUMNS = (
     " first_name, phone_e164, agency, request_id, enrolled_at, outcome, cover_start,"
     " cover_end, rule_version, decided_at, nik_hash, checks, reasons"
 )
+
+
+def _json(value: object) -> str:
+    """JSON text for a jsonb parameter (orjson: several times faster than json)."""
+    return orjson.dumps(value).decode()
 
 
 @dataclass(frozen=True)
@@ -200,8 +205,8 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
                     p.rule_version,
                     p.decided_at,
                     p.nik_hash,
-                    json.dumps(p.checks),
-                    json.dumps(p.reasons),
+                    _json(p.checks),
+                    _json(p.reasons),
                 )
                 for p in batch
             ),
@@ -249,13 +254,13 @@ async def save_decisions(
         [d.participant_id for d in ds],
         [d.outcome for d in ds],
         [d.funding_line.value if d.funding_line else None for d in ds],
-        [json.dumps([r.model_dump() for r in d.reasons]) for d in ds],
+        [_json([r.model_dump() for r in d.reasons]) for d in ds],
         [d.cover_start for d in ds],
         [d.cover_end for d in ds],
         [d.rule_version for d in ds],
         [d.decided_at for d in ds],
         [d.promoted for d in ds],
-        [json.dumps(checks) for _, checks in decisions],
+        [_json(checks) for _, checks in decisions],
     )
 
 

@@ -27,6 +27,7 @@ from datetime import date, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from perlinsos_registry.agencies import AgencyPolicy
 from perlinsos_registry.reasons import reason
@@ -59,6 +60,11 @@ from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS
 SOURCE = "perlinsos/registry"
 IN_REPLY_TO = "in-reply-to"
 POLICY = AgencyPolicy.load()
+
+
+def _json(value: object) -> str:
+    """JSON text for a jsonb parameter (orjson: several times faster than json)."""
+    return orjson.dumps(value).decode()
 
 
 def _reply_headers(m: Incoming | None) -> dict[str, str]:
@@ -118,7 +124,7 @@ class _Claims:
         nik: str | None,
     ) -> None:
         outcome = "rejected" if reasons else "accepted"
-        payload = json.dumps([r.model_dump() for r in reasons])
+        payload = _json([r.model_dump() for r in reasons])
         self.rows.append((agency, request_id, kind, outcome, payload, participant_id, m.id, nik))
 
     async def claim(self, conn: asyncpg.Connection) -> set[tuple[str, str]]:
@@ -150,7 +156,7 @@ async def _write_audit(
         agency,
         request_id,
         action,
-        [json.dumps(c) for c in changes],
+        [_json(c) for c in changes],
     )
 
 
@@ -292,7 +298,7 @@ async def _refuse_duplicates(
         " WHERE s.agency = t.a AND s.request_id = t.r",
         [c.sub.agency for c in losers],
         [c.sub.request_id for c in losers],
-        [json.dumps([r.model_dump() for r in reasons[c.participant_id]]) for c in losers],
+        [_json([r.model_dump() for r in reasons[c.participant_id]]) for c in losers],
     )
     for c in losers:
         reject(outbox, c.m, c.sub.agency, c.sub.request_id, c.sub.nik, reasons[c.participant_id])
