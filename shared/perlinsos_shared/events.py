@@ -170,8 +170,9 @@ class EligibilityDecided(Contract):
     first_name: str
     phone_e164: str
     decided_at: datetime
-    # The participant's NIK, so notify can answer `perlinsos notify status NIK` (it keeps
-    # only a pseudonym and the masked form). Optional: older producers omit it.
+    # The participant's NIK on the decision that answers an enrolment, so notify can
+    # answer `perlinsos notify status NIK` (notify keeps only a pseudonym and the masked
+    # form). Absent on later decisions (promotion, exit): look those up by participant id.
     nik: str | None = None
 
 

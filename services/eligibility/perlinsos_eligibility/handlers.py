@@ -36,6 +36,7 @@ def newcomer(p: ParticipantEnrolled, headers: Headers) -> Newcomer:
             request_id=p.request_id,
             enrolled_at=p.enrolled_at,
             nik_hash=pseudonym(p.nik),
+            nik=p.nik,
         ),
         headers,
     )

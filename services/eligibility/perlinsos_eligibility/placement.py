@@ -164,6 +164,7 @@ class Placement:
                 first_name=p.first_name,
                 phone_e164=p.phone_e164,
                 decided_at=self.now,
+                nik=p.nik,
             )
             self.decisions.append((decision, check_json, headers or {}))
         return updated

@@ -48,6 +48,9 @@ class Person:
     decided_at: datetime | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[dict[str, Any]] = field(default_factory=list)
+    # Held only while the enrolment that carried it is decided (for notify's lookup by
+    # NIK); never stored: eligibility keeps the pseudonym above.
+    nik: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def applicant(self) -> Applicant:
