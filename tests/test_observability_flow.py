@@ -58,18 +58,6 @@ def stack(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
     s.stop()
 
 
-async def _settle(listener: Listener, subs: list[Submission], timeout: float = 90) -> None:
-    keys = {(s.agency, s.request_id) for s in subs}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await listener.poll()
-        o = listener.outcomes
-        decided = [d for k, d in o.decisions.items() if k in keys]
-        if o.settled(keys) == len(keys) and all(d["decision_id"] in o.deliveries for d in decided):
-            return
-    raise AssertionError(f"only {listener.outcomes.settled(keys)}/{len(keys)} settled")
-
-
 async def _run(stack: Stack, subs: list[Submission]) -> Listener:
     listener = Listener(stack.bootstrap_servers)
     await listener.start()
@@ -77,7 +65,7 @@ async def _run(stack: Stack, subs: list[Submission]) -> Listener:
         await publish_submissions(
             stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
         )
-        await _settle(listener, subs)
+        await listener.wait_settled({(s.agency, s.request_id) for s in subs})
     finally:
         await listener.stop()
     return listener

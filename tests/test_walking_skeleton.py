@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -27,17 +26,6 @@ def stack(settings: Settings) -> Iterator[Stack]:
     s.stop()
 
 
-async def _settle(listener: Listener, keys: set[tuple[str, str]], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await listener.poll()
-        o = listener.outcomes
-        decided = [d for k, d in o.decisions.items() if k in keys]
-        if o.settled(keys) == len(keys) and all(d["decision_id"] in o.deliveries for d in decided):
-            return
-    raise AssertionError(f"only {listener.outcomes.settled(keys)}/{len(keys)} settled")
-
-
 async def test_enrolments_flow_from_intake_to_sms(stack: Stack, settings: Settings) -> None:
     subs = generate_cohort(size=120, seed=7, fault_rate=0.1)
     keys = {(s.agency, s.request_id) for s in subs}
@@ -47,7 +35,7 @@ async def test_enrolments_flow_from_intake_to_sms(stack: Stack, settings: Settin
         await publish_submissions(
             stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
         )
-        await _settle(listener, keys)
+        await listener.wait_settled(keys, timeout=90)
         o = listener.outcomes
         faulty = {(s.agency, s.request_id): s.fault for s in subs if s.fault}
         # every clean submission is enrolled and eligible; every intake fault is refused

@@ -3,7 +3,7 @@ for what comes back (rejections, decisions, SMS deliveries, finance summaries)."
 
 from __future__ import annotations
 
-import uuid
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -11,29 +11,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
 
-from perlinsos_shared.clock import now_local
-from perlinsos_shared.envelope import CONTENT_TYPE
-from perlinsos_shared.events import EnrolmentSubmitted
-from perlinsos_shared.topics import DECISIONS, DELIVERIES, INTAKE, INTAKE_REJECTED, SUMMARIES
-
-tracer = trace.get_tracer("perlinsos.agency")
-
-
-def submission_event(agency: str, data: dict[str, Any]) -> bytes:
-    """A `perlinsos.enrolment.submitted.v1` CloudEvent, structured mode, as JSON bytes."""
-    envelope = {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": f"agency/{agency}",
-        "type": EnrolmentSubmitted.event_type,
-        "time": now_local().isoformat(),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
-    return orjson.dumps(envelope)
+from perlinsos_shared import intake_client
+from perlinsos_shared.topics import DECISIONS, DELIVERIES, INTAKE_REJECTED, SUMMARIES
 
 
 async def publish_submissions(
@@ -46,47 +26,10 @@ async def publish_submissions(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024
     )
     await producer.start()
-    sent = 0
     try:
-        pending = []
-        for agency, key, data in items:
-            with tracer.start_as_current_span(
-                f"{INTAKE.name} publish",
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.destination.name": INTAKE.name,
-                    "perlinsos.agency": agency,
-                    "perlinsos.request_id": str(data.get("request_id", "")),
-                },
-            ):
-                carrier: dict[str, str] = {}
-                propagate.inject(carrier)
-                headers = [("content-type", CONTENT_TYPE.encode())] + [
-                    (k, v.encode()) for k, v in carrier.items()
-                ]
-                pending.append(
-                    await producer.send(
-                        INTAKE.name,
-                        submission_event(agency, data),
-                        key=key.encode(),
-                        headers=headers,
-                    )
-                )
-            sent += 1
-            if len(pending) >= 2000:
-                for f in pending:
-                    await f
-                if on_sent:
-                    on_sent(len(pending))
-                pending.clear()
-        for f in pending:
-            await f
-        if on_sent and pending:
-            on_sent(len(pending))
+        return await intake_client.publish_submissions(producer, items, on_sent)
     finally:
         await producer.stop()
-    return sent
 
 
 @dataclass
@@ -156,6 +99,20 @@ class Listener:
 
     async def stop(self) -> None:
         await self.consumer.stop()
+
+    async def wait_settled(self, keys: set[tuple[str, str]], timeout: float = 90) -> None:
+        """Until every submission in `keys` has a refusal or a decision, and every such
+        decision's SMS outcome has been published."""
+        deadline = time.monotonic() + timeout
+        o = self.outcomes
+        while time.monotonic() < deadline:
+            await self.poll()
+            decided = [d for k, d in o.decisions.items() if k in keys]
+            if o.settled(keys) == len(keys) and all(
+                d["decision_id"] in o.deliveries for d in decided
+            ):
+                return
+        raise AssertionError(f"only {o.settled(keys)}/{len(keys)} settled after {timeout:.0f}s")
 
     async def poll(self, timeout_ms: int = 200) -> int:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=20000)

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perlinsos_shared.clock import now_local
-from perlinsos_shared.envelope import CONTENT_TYPE
-from perlinsos_shared.events import EnrolmentSubmitted
+from aiokafka import AIOKafkaProducer
+
+from perlinsos_shared import intake_client
 
 # The template's columns, in order: (column, required, meaning).
 COLUMNS: tuple[tuple[str, bool, str], ...] = (
@@ -160,20 +158,6 @@ def read_rows(text: str) -> list[dict[str, str | None]]:
     ]
 
 
-def envelope_bytes(agency: str, data: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": f"agency/{agency}",
-            "type": EnrolmentSubmitted.event_type,
-            "time": now_local().isoformat(),
-            "datacontenttype": "application/json",
-            "data": data,
-        }
-    ).encode()
-
-
 @dataclass
 class RowOutcome:
     row: int
@@ -207,31 +191,15 @@ def write_results(path: Path, outcomes: Iterable[RowOutcome]) -> None:
 
 
 async def publish_rows(
-    producer: Any,
-    topic: str,
+    producer: AIOKafkaProducer,
     agency: str,
     rows: list[tuple[str, dict[str, Any]]],
     on_sent: Callable[[int], None] | None = None,
 ) -> None:
     """Publish (request_id, data) rows like an agency system: key NIK, structured CloudEvent."""
-    pending = []
-    for request_id, data in rows:
-        key = data.get("nik") or request_id
-        pending.append(
-            await producer.send(
-                topic,
-                envelope_bytes(agency, data),
-                key=str(key).encode(),
-                headers=[("content-type", CONTENT_TYPE.encode())],
-            )
-        )
-        if len(pending) >= 500:
-            for f in pending:
-                await f
-            if on_sent:
-                on_sent(len(pending))
-            pending.clear()
-    for f in pending:
-        await f
-    if on_sent and pending:
-        on_sent(len(pending))
+    await intake_client.publish_submissions(
+        producer,
+        ((agency, str(data.get("nik") or request_id), data) for request_id, data in rows),
+        on_sent,
+        flush_every=500,
+    )

@@ -21,7 +21,6 @@ from perlinsos_shared.db import create_pool
 from perlinsos_shared.kafka import make_producer
 from perlinsos_shared.masking import mask_nik, mask_phone
 from perlinsos_shared.settings import Settings, resolved_settings
-from perlinsos_shared.topics import INTAKE
 
 console = Console()
 
@@ -200,7 +199,7 @@ async def run_import(
             if progress is not None and task is not None:
                 progress.advance(task, n)
 
-        await bulk.publish_rows(producer, INTAKE.name, agency, submissions, sent)
+        await bulk.publish_rows(producer, agency, submissions, sent)
     finally:
         await producer.stop()
     request_ids = [rid for rid, _ in submissions]

@@ -1,0 +1,82 @@
+"""Publishing to `registry.intake.v1` as an upstream agency system does.
+
+The public intake contract, from the sending side: a structured-mode CloudEvent
+`perlinsos.enrolment.submitted.v1` keyed by NIK, with W3C trace context in the headers
+(each submission starts its own trace). Used by the cohort run and the CSV import.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from perlinsos_shared.clock import now_local
+from perlinsos_shared.envelope import CONTENT_TYPE
+from perlinsos_shared.events import EnrolmentSubmitted
+from perlinsos_shared.topics import INTAKE
+
+tracer = trace.get_tracer("perlinsos.agency")
+
+
+def submission_event(agency: str, data: dict[str, Any]) -> bytes:
+    """A `perlinsos.enrolment.submitted.v1` CloudEvent, structured mode, as JSON bytes."""
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": f"agency/{agency}",
+            "type": EnrolmentSubmitted.event_type,
+            "time": now_local().isoformat(),
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+    )
+
+
+async def publish_submissions(
+    producer: AIOKafkaProducer,
+    items: Iterable[tuple[str, str, dict[str, Any]]],
+    on_sent: Callable[[int], None] | None = None,
+    flush_every: int = 2000,
+) -> int:
+    """Publish (agency, key, data) submissions in order; returns how many were sent."""
+    sent = 0
+    pending = []
+    for agency, key, data in items:
+        with tracer.start_as_current_span(
+            f"{INTAKE.name} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": INTAKE.name,
+                "perlinsos.agency": agency,
+                "perlinsos.request_id": str(data.get("request_id", "")),
+            },
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            headers = [("content-type", CONTENT_TYPE.encode())]
+            headers += [(k, v.encode()) for k, v in carrier.items()]
+            pending.append(
+                await producer.send(
+                    INTAKE.name, submission_event(agency, data), key=key.encode(), headers=headers
+                )
+            )
+        sent += 1
+        if len(pending) >= flush_every:
+            for f in pending:
+                await f
+            if on_sent:
+                on_sent(len(pending))
+            pending.clear()
+    for f in pending:
+        await f
+    if on_sent and pending:
+        on_sent(len(pending))
+    return sent
