@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 
@@ -36,7 +37,8 @@ app.add_typer(intake_app, name="intake")
 app.add_typer(finance_app, name="finance")
 app.add_typer(trace_app, name="trace")
 
-console = Console()
+# Piped or in CI logs Rich would assume 80 columns and cut the report's table.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 @app.callback()
