@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.stack import Stack
 from perlinsos_cli.trace import app as trace_app
 from perlinsos_eligibility.cli import app as eligibility_app
@@ -36,6 +37,7 @@ app.add_typer(notify_app, name="notify")
 app.add_typer(intake_app, name="intake")
 app.add_typer(finance_app, name="finance")
 app.add_typer(trace_app, name="trace")
+app.add_typer(outbox_app, name="outbox")
 
 # Piped or in CI logs Rich would assume 80 columns and cut the report's table.
 console = Console() if sys.stdout.isatty() else Console(width=160)

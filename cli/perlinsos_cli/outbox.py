@@ -1,0 +1,86 @@
+"""`perlinsos outbox`: see each service's outbox, and refill a broker that lost its topics.
+
+PostgreSQL is the system of record. Every event a service emitted stays in its outbox
+after publication, so when the broker loses its data (the embedded broker keeps topics
+in memory) `perlinsos outbox replay` marks the rows unpublished again and each service's
+relay publishes them anew, in their original order. Consumers have recorded every event
+id they applied (inbox), so the replayed events change nothing and send no second SMS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from perlinsos_shared.db import create_pool
+from perlinsos_shared.outbox import replay as replay_outbox
+from perlinsos_shared.settings import resolved_settings
+
+SERVICES = ("registry", "eligibility", "premium", "notify")
+
+app = typer.Typer(help="Each service's transactional outbox.", no_args_is_help=True)
+console = Console()
+
+
+def _database_url() -> str:
+    url = resolved_settings().database_url
+    if not url:
+        raise typer.BadParameter("DATABASE_URL is not set and no `perlinsos up` is running")
+    return url
+
+
+async def _status(url: str) -> list[tuple[str, int, int, str]]:
+    out = []
+    for service in SERVICES:
+        pool = await create_pool(url, service, max_size=1)
+        try:
+            row = await pool.fetchrow(
+                "SELECT count(*) AS total, count(*) FILTER (WHERE published_at IS NULL)"
+                " AS pending, coalesce(max(created_at)::text, '-') AS newest FROM outbox"
+            )
+        finally:
+            await pool.close()
+        assert row is not None
+        out.append((service, int(row["total"]), int(row["pending"]), str(row["newest"])))
+    return out
+
+
+async def replay_all(url: str, services: tuple[str, ...] = SERVICES) -> dict[str, int]:
+    """Mark every published outbox row of these services unpublished again."""
+    counts = {}
+    for service in services:
+        pool = await create_pool(url, service, max_size=1)
+        try:
+            counts[service] = await replay_outbox(pool)
+        finally:
+            await pool.close()
+    return counts
+
+
+@app.command()
+def status() -> None:
+    """Events each service emitted, and how many still wait for the broker."""
+    table = Table(title="outboxes")
+    for col in ("service", "events", "not yet published", "newest"):
+        table.add_column(col)
+    for service, total, pending, newest in asyncio.run(_status(_database_url())):
+        table.add_row(service, f"{total:,}", f"{pending:,}", newest)
+    console.print(table)
+
+
+@app.command()
+def replay(
+    service: list[str] = typer.Option(
+        list(SERVICES), "--service", "-s", help="only these services (repeatable)"
+    ),
+) -> None:
+    """Publish every event again from the outboxes (after the broker lost its topics)."""
+    unknown = set(service) - set(SERVICES)
+    if unknown:
+        raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
+    counts = asyncio.run(replay_all(_database_url(), tuple(service)))
+    for name, n in counts.items():
+        console.print(f"{name}: {n:,} events queued for publication again")

@@ -1,0 +1,247 @@
+"""Faults end in the same state as a run without them (DESIGN.md, guarantees).
+
+- Services killed with SIGKILL in the middle of the stream and started again: every
+  submission still gets exactly one outcome, one decision, one SMS and one ledger row.
+- The broker losing every topic (the embedded broker keeps them in memory): the outboxes
+  are replayed into a new, empty broker, consumers see every event again, and nothing
+  changes: no participant, decision, SMS, ledger row or summary revision is added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from perlinsos_cli.agency import Listener, publish_submissions
+from perlinsos_cli.cohort import generate_cohort
+from perlinsos_cli.outbox import replay_all
+from perlinsos_cli.stack import Stack
+from perlinsos_shared.embedded import EmbeddedKafka, free_port
+from perlinsos_shared.kafka import ensure_topics
+from perlinsos_shared.settings import Settings
+from perlinsos_shared.topics import DECISIONS, DELIVERIES, PARTICIPANTS, Topic
+
+pytestmark = pytest.mark.flow
+
+
+def _sms_lines(path: Path) -> list[dict[str, str]]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+async def _state(url: str, sms_file: Path) -> dict[str, object]:
+    """What the run left behind, service by service (read by the test, not a service)."""
+    conn = await asyncpg.connect(url)
+    try:
+        state: dict[str, object] = {
+            "participants": await conn.fetchval("SELECT count(*) FROM registry.participants"),
+            "decisions": await conn.fetchval("SELECT count(*) FROM eligibility.decisions"),
+            "ledger_idr": await conn.fetchval(
+                "SELECT coalesce(sum(jkk_idr + jkm_idr), 0) FROM premium.ledger"
+            ),
+            "ledger_rows": await conn.fetchval("SELECT count(*) FROM premium.ledger"),
+            "sms_rows": await conn.fetchval("SELECT count(*) FROM notify.messages"),
+        }
+    finally:
+        await conn.close()
+    lines = await asyncio.to_thread(_sms_lines, sms_file)
+    state["sms_handed_over"] = len(lines)
+    state["sms_repeated"] = sum(n - 1 for n in Counter(x["id"] for x in lines).values())
+    return state
+
+
+async def _read_all(bootstrap: str, topic: Topic) -> list[bytes]:
+    """Every record of a topic, read until it stays quiet (end offsets are not trusted:
+    the embedded broker reports them per record batch)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        values: list[bytes] = []
+        quiet = 0
+        while quiet < 2:
+            batches = await consumer.getmany(timeout_ms=700)
+            got = [r.value for records in batches.values() for r in records]
+            values += [v for v in got if v is not None]
+            quiet = 0 if got else quiet + 1
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def _decision_ids_per_participant(bootstrap: str) -> Counter[str]:
+    seen: dict[str, set[str]] = {}
+    for value in await _read_all(bootstrap, DECISIONS):
+        data = json.loads(value)["data"]
+        seen.setdefault(data["participant_id"], set()).add(data["decision_id"])
+    return Counter({pid: len(ids) for pid, ids in seen.items()})
+
+
+def _handled(stack: Stack) -> Counter[tuple[str, str]]:
+    """Per (service, topic): events applied, dropped as duplicates or dead-lettered since
+    the service started (from its /metrics endpoint)."""
+    out: Counter[tuple[str, str]] = Counter()
+    pattern = re.compile(
+        r"^perlinsos_(?:messages_applied|messages_duplicates|dead_letters)_total"
+        r'\{topic="([^"]+)"\} ([0-9.e+]+)$'
+    )
+    for svc in stack.services:
+        with urllib.request.urlopen(svc.health_url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            m = pattern.match(line)
+            if m:
+                out[(svc.name, m.group(1))] += int(float(m.group(2)))
+    return out
+
+
+async def _caught_up(stack: Stack, timeout: float = 90) -> None:
+    """Until every service has handled every event on the topics it reads."""
+    reads = {
+        "eligibility": [PARTICIPANTS],
+        "premium": [DECISIONS, PARTICIPANTS],
+        "notify": [DECISIONS],
+    }
+    sizes = {
+        topic.name: len(await _read_all(stack.bootstrap_servers, topic))
+        for topic in {t for ts in reads.values() for t in ts}
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        handled = await asyncio.to_thread(_handled, stack)
+        missing = {
+            (svc, t.name): sizes[t.name] - handled[(svc, t.name)]
+            for svc, topics in reads.items()
+            for t in topics
+            if handled[(svc, t.name)] < sizes[t.name]
+        }
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"not handled yet: {missing}"
+        await asyncio.sleep(0.5)
+
+
+async def _converged(
+    url: str, sms_file: Path, expected_ledger_idr: int, timeout: float = 60
+) -> dict[str, object]:
+    """The state once the ledger and the SMS sink stop moving towards the expected end."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await _state(url, sms_file)
+        if (
+            state["ledger_idr"] == expected_ledger_idr
+            and state["sms_handed_over"] == state["participants"]
+        ) or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.5)
+
+
+async def test_services_killed_mid_stream_end_in_the_same_state(settings: Settings) -> None:
+    stack = Stack(settings, http_port_base=0)
+    await asyncio.to_thread(stack.start)
+    try:
+        subs = generate_cohort(size=1500, seed=11, fault_rate=0.05)
+        keys = {(s.agency, s.request_id) for s in subs}
+        listener = Listener(stack.bootstrap_servers)
+        await listener.start()
+        try:
+            await publish_submissions(
+                stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
+            )
+            await asyncio.sleep(0.5)  # the stream is flowing: kill in the middle of it
+
+            def kill_and_restart() -> None:
+                for name in ("registry", "eligibility", "premium", "notify"):
+                    victim = next(s for s in stack.services if s.name == name)
+                    stack.stop_service(victim, signal.SIGKILL)
+                stack.start_services(("registry", "eligibility", "premium", "notify"))
+
+            await asyncio.to_thread(kill_and_restart)
+            await listener.wait_settled(keys, timeout=120)
+        finally:
+            await listener.stop()
+        decided = listener.outcomes.decisions
+        eligible = sum(1 for k, d in decided.items() if k in keys and d["outcome"] == "eligible")
+        state = await _converged(stack.database_url, settings.sms_file, 16_800 * eligible)
+        assert state["participants"] == len([k for k in decided if k in keys])
+        assert state["decisions"] == state["participants"]
+        assert state["sms_rows"] == state["participants"]
+        assert state["sms_handed_over"] == state["participants"]
+        assert state["sms_repeated"] == 0
+        assert state["ledger_idr"] == 16_800 * eligible
+        per_participant = await _decision_ids_per_participant(stack.bootstrap_servers)
+        assert set(per_participant.values()) == {1}, "a participant was decided twice"
+    finally:
+        stack.stop()
+
+
+async def test_broker_that_lost_its_topics_is_refilled_from_the_outboxes(
+    infra_mode: str, database_url: str, tmp_path: Path
+) -> None:
+    if infra_mode != "embedded":
+        pytest.skip("needs a broker the test can wipe (the embedded one)")
+    kafka = EmbeddedKafka(tmp_path / "kafka", port=free_port())
+    kafka.start()
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        DATABASE_URL=database_url,
+        PERLINSOS_STATE_DIR=tmp_path / "state",
+        PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS=3000,
+    )
+    stack = Stack(settings, http_port_base=0)
+    try:
+        await asyncio.to_thread(stack.start)
+        subs = generate_cohort(size=300, seed=5, fault_rate=0.05)
+        listener = Listener(stack.bootstrap_servers)
+        await listener.start()
+        try:
+            await publish_submissions(
+                stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
+            )
+            await listener.wait_settled({(s.agency, s.request_id) for s in subs})
+        finally:
+            await listener.stop()
+        eligible = sum(
+            1 for d in listener.outcomes.decisions.values() if d["outcome"] == "eligible"
+        )
+        before = await _converged(database_url, settings.sms_file, 16_800 * eligible)
+        assert before["ledger_idr"] == 16_800 * eligible
+
+        # the broker loses everything: topics, messages, consumer group offsets
+        stack.stop_services()
+        kafka.stop()
+        kafka.start()
+        await ensure_topics(settings)
+        assert await _decision_ids_per_participant(kafka.bootstrap_servers) == Counter()
+
+        replayed = await replay_all(database_url)
+        assert replayed["eligibility"] >= before["decisions"]  # type: ignore[operator]
+        await asyncio.to_thread(stack.start_services)
+        refilled: Counter[str] = Counter()
+        deadline = time.monotonic() + 60
+        while sum(refilled.values()) < before["decisions"]:  # type: ignore[operator]
+            assert time.monotonic() < deadline, "the decisions topic was not refilled"
+            await asyncio.sleep(0.5)
+            refilled = await _decision_ids_per_participant(kafka.bootstrap_servers)
+        await _caught_up(stack)
+        await asyncio.sleep(1.0)  # anything a replayed event could still have caused
+        after = await _state(database_url, settings.sms_file)
+        assert after == before, "replaying the outboxes changed something"
+        assert set(refilled.values()) == {1}
+        # deliveries are back on their topic too, one per SMS
+        deliveries = await _read_all(kafka.bootstrap_servers, DELIVERIES)
+        assert len({json.loads(v)["data"]["decision_id"] for v in deliveries}) == before["sms_rows"]
+    finally:
+        stack.stop()
+        kafka.stop()
