@@ -10,8 +10,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-import phonenumbers
-from phonenumbers import PhoneNumberType
+from perlinsos_shared.phones import classify_phone
 
 # Reason codes (stable, upper-case, Indonesian like the rest of the programme's codes).
 NOMOR_TIDAK_VALID = "NOMOR_TIDAK_VALID"  # not a valid phone number at all
@@ -29,17 +28,13 @@ def undeliverable_reason(phone_e164: str) -> str | None:
     """
     if not phone_e164.startswith("+") or not phone_e164[1:].isdigit():
         return NOMOR_TIDAK_VALID
-    try:
-        number = phonenumbers.parse(phone_e164, None)
-    except phonenumbers.NumberParseException:
-        return NOMOR_TIDAK_VALID
-    if not phonenumbers.is_valid_number(number):
-        return NOMOR_TIDAK_VALID
-    if number.country_code != 62:
-        return NOMOR_LUAR_NEGERI
-    if phonenumbers.number_type(number) != PhoneNumberType.MOBILE:
-        return NOMOR_BUKAN_SELULER
-    return None
+    kind = classify_phone(phone_e164).kind
+    return {
+        "mobile": None,
+        "invalid": NOMOR_TIDAK_VALID,
+        "foreign": NOMOR_LUAR_NEGERI,
+        "not_mobile": NOMOR_BUKAN_SELULER,
+    }[kind]
 
 
 UNDELIVERABLE_TEXT = {

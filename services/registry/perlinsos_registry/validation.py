@@ -19,8 +19,6 @@ from datetime import date
 from functools import lru_cache
 from typing import Annotated, Any
 
-import phonenumbers
-from phonenumbers import PhoneNumberType
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from stdnum.exceptions import ValidationError as StdnumError
@@ -29,6 +27,7 @@ from stdnum.id import nik as stdnum_nik
 from perlinsos_registry.agencies import AgencyPolicy
 from perlinsos_registry.reasons import reason
 from perlinsos_shared.events import EnrolmentSubmitted, ExitReported, Occupation, Reason
+from perlinsos_shared.phones import classify_phone
 
 COMMUNITY_ROLES = frozenset(
     {
@@ -230,32 +229,16 @@ def check_nik(nik: str, birth_date: date | None, sex: str | None) -> list[Reason
 
 def normalise_phone(raw: str) -> tuple[str | None, Reason | None]:
     """An Indonesian mobile number in E.164, or why not."""
-    compact = _PHONE_SEPARATORS.sub("", raw.strip())
-    if not compact or not _PHONE_SHAPE.match(compact):
-        return None, reason("PHONE_INVALID", "phone", "hanya angka, spasi, tanda - dan + awal")
-    if compact.startswith("0062"):
-        compact = "+62" + compact[4:]
-    elif compact.startswith("628"):  # a bare country code, not a 062x area code
-        compact = "+" + compact
-    national = (
-        compact[3:] if compact.startswith("+62") else compact[1:] if compact[0] == "0" else ""
-    )
-    if national[:1] == "8" and national.isdigit():
-        # the common shapes, built directly: what parse() would return, at a third of the cost
-        number = phonenumbers.PhoneNumber(country_code=62, national_number=int(national))
-    else:
-        try:
-            number = phonenumbers.parse(compact, "ID")
-        except phonenumbers.NumberParseException:
-            return None, reason("PHONE_INVALID", "phone")
-    if number.country_code != 62:
+    check = classify_phone(raw)
+    if check.kind == "mobile":
+        return check.e164, None
+    if check.kind == "foreign":
         return None, reason("PHONE_NOT_MOBILE", "phone", "bukan nomor Indonesia (+62)")
-    kind = phonenumbers.number_type(number)  # UNKNOWN exactly when not a valid number
-    if kind == PhoneNumberType.UNKNOWN:
-        return None, reason("PHONE_INVALID", "phone")
-    if kind != PhoneNumberType.MOBILE:
+    if check.kind == "not_mobile":
         return None, reason("PHONE_NOT_MOBILE", "phone")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+    if _PHONE_SHAPE.match(_PHONE_SEPARATORS.sub("", raw.strip()) or "x"):
+        return None, reason("PHONE_INVALID", "phone")
+    return None, reason("PHONE_INVALID", "phone", "hanya angka, spasi, tanda - dan + awal")
 
 
 # --- address and evidence ---------------------------------------------------------------
