@@ -79,11 +79,14 @@ STACK_FILE = "stack.json"
 def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> None:
     """Written by `perlinsos up` so operator commands in another shell find the stack."""
     import json
+    import os
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    (settings.state_dir / STACK_FILE).write_text(
-        json.dumps({"kafka_bootstrap_servers": bootstrap, "database_url": database_url})
-    )
+    path = settings.state_dir / STACK_FILE
+    # the database URL may carry a password: readable by the owner only
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"kafka_bootstrap_servers": bootstrap, "database_url": database_url}, f)
 
 
 def remove_stack_file(settings: Settings) -> None:
