@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from perlinsos_shared.embedded import free_port
+from perlinsos_shared.embedded import free_port, free_port_block
 
 LINE = re.compile(
     r"decided or refused after ([\d.]+)s; every SMS handed over after ([\d.]+)s; "
@@ -27,9 +27,11 @@ def _once(size: int, sampler: dict[str, str]) -> dict[str, float]:
         out = subprocess.run(
             [sys.executable, "-m", "perlinsos_cli.main", "cohort", "--size", str(size),
              "--kafka-port", str(free_port()), "--pg-port", str(free_port()),
-             "--http-port", str(free_port())],
-            env=env, capture_output=True, text=True, check=True, timeout=900,
+             "--http-port", str(free_port_block(4))],
+            env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"cohort run failed ({out.returncode}):\n{out.stdout[-3000:]}")
         wall = time.monotonic() - started
     match = LINE.search(" ".join(out.stdout.split()))
     if not match:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from perlinsos_shared.embedded import free_port, port_is_listening
+from perlinsos_shared.embedded import free_port, free_port_block, port_is_listening
 
 pytestmark = pytest.mark.flow
 
@@ -26,7 +26,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("how", ["SIGTERM to the process group", "Ctrl-C to the process"])
 def test_up_stops_everything(tmp_path: Path, how: str) -> None:
-    kafka_port, pg_port, http_port = free_port(), free_port(), free_port()
+    kafka_port, pg_port, http_port = free_port(), free_port(), free_port_block(4)
     env = {
         k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
     }

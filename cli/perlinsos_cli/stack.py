@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.settings import Settings, settings_env
 
@@ -135,8 +135,12 @@ class Stack:
         return started
 
     def _next_port(self, name: str) -> int:
-        if self.http_port_base == 0:
-            return free_port()
+        if self.http_port_base == 0:  # outside the ephemeral range: see free_port_block
+            taken = {s.port for s in self.services}
+            port = free_port_block(1)
+            while port in taken:
+                port = free_port_block(1)
+            return port
         taken = {s.port for s in self.services}
         port = self.http_port_base + SERVICES.index(name)
         while port in taken:

@@ -93,6 +93,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(count: int, low: int = 20_000, high: int = 32_000) -> int:
+    """The first of `count` consecutive ports that are all free right now, chosen below
+    the kernel's ephemeral range (32768 and up) so that client sockets cannot take one
+    of them between now and when a server binds it."""
+    import random
+
+    for _ in range(200):
+        first = random.randint(low, high - count)
+        socks = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind((HOST, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports between {low} and {high}")
+
+
 def port_is_listening(host: str, port: int) -> bool:
     """Return True if something accepts TCP connections on ``host:port``."""
     try:
