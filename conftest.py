@@ -22,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from perlinsos_cli.stack import Stack
 from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from perlinsos_shared.settings import Settings
 
@@ -141,3 +142,12 @@ def settings(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> Setting
         PERLINSOS_STATE_DIR=tmp_path / "state",
         PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS=3000,
     )
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[Stack]:
+    """Topics and the four services (as processes) on this test's broker and database."""
+    s = Stack(settings, http_port_base=0)
+    s.start()
+    yield s
+    s.stop()

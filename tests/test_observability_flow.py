@@ -12,7 +12,6 @@ import json
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from perlinsos_cli.agency import Listener, publish_submissions
+from perlinsos_cli.agency import Listener, settled_run
 from perlinsos_cli.cohort import Submission, generate_cohort
 from perlinsos_cli.stack import Stack
 from perlinsos_cli.trace import build_tree, find_trace_ids, load_spans, render, trace_files
@@ -49,26 +48,14 @@ def _record_agency_spans() -> InMemorySpanExporter:
     return _agency_spans
 
 
-@pytest.fixture
-def stack(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")  # services export spans promptly
-    s = Stack(settings, http_port_base=0)
-    s.start()
-    yield s
-    s.stop()
+@pytest.fixture(autouse=True)
+def _services_export_spans_promptly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")  # read by the services at start
 
 
 async def _run(stack: Stack, subs: list[Submission]) -> Listener:
-    listener = Listener(stack.bootstrap_servers)
-    await listener.start()
-    try:
-        await publish_submissions(
-            stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
-        )
-        await listener.wait_settled({(s.agency, s.request_id) for s in subs})
-    finally:
-        await listener.stop()
-    return listener
+    async with settled_run(stack.bootstrap_servers, subs) as listener:
+        return listener
 
 
 def _store(state_dir: Path) -> list[dict[str, Any]]:

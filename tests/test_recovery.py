@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from perlinsos_cli.agency import Listener, publish_submissions
+from perlinsos_cli.agency import Listener, publish_submissions, settled_run
 from perlinsos_cli.cohort import generate_cohort
 from perlinsos_cli.outbox import replay_all
 from perlinsos_cli.stack import Stack
@@ -147,43 +147,40 @@ async def _converged(
         await asyncio.sleep(0.5)
 
 
-async def test_services_killed_mid_stream_end_in_the_same_state(settings: Settings) -> None:
-    stack = Stack(settings, http_port_base=0)
-    await asyncio.to_thread(stack.start)
+async def test_services_killed_mid_stream_end_in_the_same_state(
+    stack: Stack, settings: Settings
+) -> None:
+    subs = generate_cohort(size=1500, seed=11, fault_rate=0.05)
+    keys = {(s.agency, s.request_id) for s in subs}
+    listener = Listener(stack.bootstrap_servers)
+    await listener.start()
     try:
-        subs = generate_cohort(size=1500, seed=11, fault_rate=0.05)
-        keys = {(s.agency, s.request_id) for s in subs}
-        listener = Listener(stack.bootstrap_servers)
-        await listener.start()
-        try:
-            await publish_submissions(
-                stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
-            )
-            await asyncio.sleep(0.5)  # the stream is flowing: kill in the middle of it
+        await publish_submissions(
+            stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
+        )
+        await asyncio.sleep(0.5)  # the stream is flowing: kill in the middle of it
 
-            def kill_and_restart() -> None:
-                for name in ("registry", "eligibility", "premium", "notify"):
-                    victim = next(s for s in stack.services if s.name == name)
-                    stack.stop_service(victim, signal.SIGKILL)
-                stack.start_services(("registry", "eligibility", "premium", "notify"))
+        def kill_and_restart() -> None:
+            for name in ("registry", "eligibility", "premium", "notify"):
+                victim = next(s for s in stack.services if s.name == name)
+                stack.stop_service(victim, signal.SIGKILL)
+            stack.start_services(("registry", "eligibility", "premium", "notify"))
 
-            await asyncio.to_thread(kill_and_restart)
-            await listener.wait_settled(keys, timeout=120)
-        finally:
-            await listener.stop()
-        decided = listener.outcomes.decisions
-        eligible = sum(1 for k, d in decided.items() if k in keys and d["outcome"] == "eligible")
-        state = await _converged(stack.database_url, settings.sms_file, 16_800 * eligible)
-        assert state["participants"] == len([k for k in decided if k in keys])
-        assert state["decisions"] == state["participants"]
-        assert state["sms_rows"] == state["participants"]
-        assert state["sms_handed_over"] == state["participants"]
-        assert state["sms_repeated"] == 0
-        assert state["ledger_idr"] == 16_800 * eligible
-        per_participant = await _decision_ids_per_participant(stack.bootstrap_servers)
-        assert set(per_participant.values()) == {1}, "a participant was decided twice"
+        await asyncio.to_thread(kill_and_restart)
+        await listener.wait_settled(keys, timeout=120)
     finally:
-        stack.stop()
+        await listener.stop()
+    decided = listener.outcomes.decisions
+    eligible = sum(1 for k, d in decided.items() if k in keys and d["outcome"] == "eligible")
+    state = await _converged(stack.database_url, settings.sms_file, 16_800 * eligible)
+    assert state["participants"] == len([k for k in decided if k in keys])
+    assert state["decisions"] == state["participants"]
+    assert state["sms_rows"] == state["participants"]
+    assert state["sms_handed_over"] == state["participants"]
+    assert state["sms_repeated"] == 0
+    assert state["ledger_idr"] == 16_800 * eligible
+    per_participant = await _decision_ids_per_participant(stack.bootstrap_servers)
+    assert set(per_participant.values()) == {1}, "a participant was decided twice"
 
 
 async def test_broker_that_lost_its_topics_is_refilled_from_the_outboxes(
@@ -203,18 +200,9 @@ async def test_broker_that_lost_its_topics_is_refilled_from_the_outboxes(
     try:
         await asyncio.to_thread(stack.start)
         subs = generate_cohort(size=300, seed=5, fault_rate=0.05)
-        listener = Listener(stack.bootstrap_servers)
-        await listener.start()
-        try:
-            await publish_submissions(
-                stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
-            )
-            await listener.wait_settled({(s.agency, s.request_id) for s in subs})
-        finally:
-            await listener.stop()
-        eligible = sum(
-            1 for d in listener.outcomes.decisions.values() if d["outcome"] == "eligible"
-        )
+        async with settled_run(stack.bootstrap_servers, subs) as listener:
+            decisions = listener.outcomes.decisions
+        eligible = sum(1 for d in decisions.values() if d["outcome"] == "eligible")
         before = await _converged(database_url, settings.sms_file, 16_800 * eligible)
         assert before["ledger_idr"] == 16_800 * eligible
 

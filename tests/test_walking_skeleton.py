@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
-from perlinsos_cli.agency import Listener, publish_submissions
+from perlinsos_cli.agency import settled_run
 from perlinsos_cli.cohort import generate_cohort
 from perlinsos_cli.stack import Stack
 from perlinsos_premium.queries import liability_by_line
@@ -18,24 +17,10 @@ from perlinsos_shared.settings import Settings
 pytestmark = pytest.mark.flow
 
 
-@pytest.fixture
-def stack(settings: Settings) -> Iterator[Stack]:
-    s = Stack(settings, http_port_base=0)
-    s.start()  # external broker and database from settings: only topics and services start
-    yield s
-    s.stop()
-
-
 async def test_enrolments_flow_from_intake_to_sms(stack: Stack, settings: Settings) -> None:
     subs = generate_cohort(size=120, seed=7, fault_rate=0.1)
     keys = {(s.agency, s.request_id) for s in subs}
-    listener = Listener(stack.bootstrap_servers)
-    await listener.start()
-    try:
-        await publish_submissions(
-            stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
-        )
-        await listener.wait_settled(keys, timeout=90)
+    async with settled_run(stack.bootstrap_servers, subs) as listener:
         o = listener.outcomes
         faulty = {(s.agency, s.request_id): s.fault for s in subs if s.fault}
         # every clean submission is enrolled and eligible; every intake fault is refused
@@ -72,5 +57,3 @@ async def test_enrolments_flow_from_intake_to_sms(stack: Stack, settings: Settin
             if p == period:
                 assert summary["amount_idr"] == summary["jkk_idr"] + summary["jkm_idr"]
                 assert summary["participants"] == ledger[line]["participants"]
-    finally:
-        await listener.stop()

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from perlinsos_cli.cohort import Submission
 from perlinsos_shared import intake_client
 from perlinsos_shared.topics import DECISIONS, DELIVERIES, INTAKE_REJECTED, SUMMARIES
 
@@ -145,6 +147,22 @@ class Listener:
                     if k not in o.summaries or o.summaries[k]["revision"] < data["revision"]:
                         o.summaries[k] = data
         return n
+
+
+@asynccontextmanager
+async def settled_run(
+    bootstrap: str, subs: Sequence[Submission], timeout: float = 90
+) -> AsyncIterator[Listener]:
+    """Publish submissions as their agencies would and wait until every one is decided or
+    refused and every decision's SMS outcome is out; the listener stays open inside."""
+    listener = Listener(bootstrap)
+    await listener.start()
+    try:
+        await publish_submissions(bootstrap, ((s.agency, s.data["nik"], s.data) for s in subs))
+        await listener.wait_settled({(s.agency, s.request_id) for s in subs}, timeout=timeout)
+        yield listener
+    finally:
+        await listener.stop()
 
 
 def by_line(pairs: Iterable[tuple[tuple[str, str], str]]) -> dict[str, set[tuple[str, str]]]:

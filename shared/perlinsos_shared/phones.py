@@ -31,6 +31,11 @@ class PhoneCheck:
         return self.kind == "mobile"
 
 
+def is_well_formed(raw: str) -> bool:
+    """Only digits, common separators and a leading +: worth parsing at all."""
+    return bool(_SHAPE.match(_SEPARATORS.sub("", raw.strip())))
+
+
 def classify_phone(raw: str) -> PhoneCheck:
     """An Indonesian mobile in E.164, or what else the number is."""
     compact = _SEPARATORS.sub("", raw.strip())

@@ -123,17 +123,11 @@ def make_handler(settings: Settings, wake: asyncio.Event) -> Any:
             undeliverable += 1
             _emit(
                 outbox,
-                SmsDelivery(
-                    participant_id=r["participant_id"],
-                    decision_id=r["decision_id"],
-                    template=r["template"],
-                    status="undeliverable",
-                    provider=settings.sms_provider,
-                    attempts=0,
-                    code=r["error_code"],
-                    error=UNDELIVERABLE_TEXT.get(r["error_code"], r["error_code"]),
-                ),
-                r["traceparent"],
+                r,
+                status="undeliverable",
+                provider=settings.sms_provider,
+                attempts=0,
+                error=UNDELIVERABLE_TEXT.get(r["error_code"], r["error_code"]),
             )
         if undeliverable:
             _outcomes.add(undeliverable, {"status": "undeliverable"})
@@ -143,7 +137,18 @@ def make_handler(settings: Settings, wake: asyncio.Event) -> Any:
     return handle_decisions
 
 
-def _emit(outbox: Outbox, delivery: SmsDelivery, traceparent: str | None) -> None:
+def _emit(outbox: Outbox, row: Any, *, status: str, provider: str, **outcome: Any) -> None:
+    """Publish (through the outbox) what became of the message in `row`, in its trace."""
+    delivery = SmsDelivery(
+        participant_id=row["participant_id"],
+        decision_id=row["decision_id"],
+        template=row["template"],
+        status=status,  # type: ignore[arg-type]
+        provider=provider,
+        code=row["error_code"],
+        **outcome,
+    )
+    traceparent = row["traceparent"]
     outbox.add(
         DELIVERIES.name,
         delivery.participant_id,
@@ -543,19 +548,13 @@ class Sender:
                     )
                 _emit(
                     outbox,
-                    SmsDelivery(
-                        participant_id=r["participant_id"],
-                        decision_id=r["decision_id"],
-                        template=r["template"],
-                        status=r["status"],
-                        provider=self._provider.name,
-                        provider_message_id=r["provider_message_id"],
-                        segments=r["segments"],
-                        attempts=r["attempts"],
-                        error=r["last_error"] if r["status"] == "failed" else None,
-                        code=r["error_code"],
-                    ),
-                    r["traceparent"],
+                    r,
+                    status=r["status"],
+                    provider=self._provider.name,
+                    provider_message_id=r["provider_message_id"],
+                    segments=r["segments"],
+                    attempts=r["attempts"],
+                    error=r["last_error"] if r["status"] == "failed" else None,
                 )
             await outbox.flush(conn)
         lost = len(outcomes) - len(rows)

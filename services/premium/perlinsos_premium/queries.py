@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from perlinsos_premium.reconcile import Adjustment
+
 
 async def liability_by_line(pool: asyncpg.Pool, period: str) -> dict[str, dict[str, int]]:
     """Per funding line for a period: participants and rupiah, summed from the ledger
@@ -33,20 +35,11 @@ async def liability_by_line(pool: asyncpg.Pool, period: str) -> dict[str, dict[s
 
 
 @dataclass(frozen=True)
-class AdjustmentLine:
-    participant_id: str
-    nik: str | None
-    full_name: str | None
-    funding_line: str
-    for_period: str
-    booked_period: str
-    jkk_idr: int
-    jkm_idr: int
-    reason: str
+class AdjustmentLine(Adjustment):
+    """A booked correction with the person it concerns, for operators and finance."""
 
-    @property
-    def amount_idr(self) -> int:
-        return self.jkk_idr + self.jkm_idr
+    nik: str | None = None
+    full_name: str | None = None
 
 
 async def adjustments_booked(pool: asyncpg.Pool, period: str) -> list[AdjustmentLine]:
@@ -62,15 +55,15 @@ async def adjustments_booked(pool: asyncpg.Pool, period: str) -> list[Adjustment
     )
     return [
         AdjustmentLine(
-            r["participant_id"],
-            r["nik"],
-            r["full_name"],
-            r["funding_line"],
-            r["for_period"],
-            r["booked_period"],
-            int(r["jkk"]),
-            int(r["jkm"]),
-            r["reason"],
+            participant_id=r["participant_id"],
+            for_period=r["for_period"],
+            funding_line=r["funding_line"],
+            booked_period=r["booked_period"],
+            jkk_idr=int(r["jkk"]),
+            jkm_idr=int(r["jkm"]),
+            reason=r["reason"],
+            nik=r["nik"],
+            full_name=r["full_name"],
         )
         for r in rows
     ]

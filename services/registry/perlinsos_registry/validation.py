@@ -27,7 +27,7 @@ from stdnum.id import nik as stdnum_nik
 from perlinsos_registry.agencies import AgencyPolicy
 from perlinsos_registry.reasons import reason
 from perlinsos_shared.events import EnrolmentSubmitted, ExitReported, Occupation, Reason
-from perlinsos_shared.phones import classify_phone
+from perlinsos_shared.phones import classify_phone, is_well_formed
 
 COMMUNITY_ROLES = frozenset(
     {
@@ -43,8 +43,6 @@ AGENCY_SOURCE_PREFIX = "agency/"
 
 _RT_RW = re.compile(r"^\d{1,3}$")
 _NIK_SEPARATORS = re.compile(r"[\s.\-]")
-_PHONE_SEPARATORS = re.compile(r"[\s\-.()/]")
-_PHONE_SHAPE = re.compile(r"^\+?\d+$")
 
 
 # --- schema -----------------------------------------------------------------------------
@@ -236,7 +234,7 @@ def normalise_phone(raw: str) -> tuple[str | None, Reason | None]:
         return None, reason("PHONE_NOT_MOBILE", "phone", "bukan nomor Indonesia (+62)")
     if check.kind == "not_mobile":
         return None, reason("PHONE_NOT_MOBILE", "phone")
-    if _PHONE_SHAPE.match(_PHONE_SEPARATORS.sub("", raw.strip()) or "x"):
+    if is_well_formed(raw):
         return None, reason("PHONE_INVALID", "phone")
     return None, reason("PHONE_INVALID", "phone", "hanya angka, spasi, tanda - dan + awal")
 
