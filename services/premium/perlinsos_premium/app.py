@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from perlinsos_premium.handlers import handle_decisions, handle_participants, handle_payments
-from perlinsos_premium.ledger import CLOSE_LOCK, roll_period
+from perlinsos_premium.ledger import CLOSE_LOCK, check_rates, roll_period
 from perlinsos_premium.summaries import publish_changed
 from perlinsos_shared.clock import current_period, today_local
 from perlinsos_shared.service import ServiceRuntime
@@ -22,6 +22,7 @@ ROLL_INTERVAL_S = 60.0  # how often to check that the current month is billed
 def build(settings: Settings | None = None) -> ServiceRuntime:
     """The premium service, wired: subscriptions, handlers, background loops."""
     runtime = ServiceRuntime("premium", settings)
+    runtime.on_startup(check_rates)  # overlapping rate rows: refuse to start
     runtime.consume(DECISIONS, handle_decisions)
     runtime.consume(PARTICIPANTS, handle_participants)
     runtime.consume(PAYMENTS, handle_payments)
