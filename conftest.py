@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 
 from perlinsos_cli.stack import Stack
-from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from perlinsos_shared.settings import Settings
 
 

@@ -26,7 +26,7 @@ from perlinsos_cli.agency import Listener, publish_submissions, settled_run
 from perlinsos_cli.cohort import generate_cohort
 from perlinsos_cli.outbox import replay_all
 from perlinsos_cli.stack import Stack
-from perlinsos_shared.embedded import EmbeddedKafka, free_port
+from perlinsos_devruntime.embedded import EmbeddedKafka, free_port
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.topics import DECISIONS, DELIVERIES, PARTICIPANTS, Topic

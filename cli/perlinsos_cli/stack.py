@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
+from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.settings import Settings, settings_env
 
