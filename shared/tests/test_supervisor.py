@@ -110,16 +110,11 @@ async def test_a_loop_that_fails_quickly_again_stays_failing() -> None:
 
 async def test_stop_asks_politely_then_cancels_even_during_backoff() -> None:
     polite = asyncio.Event()
-    stop_asked = False
+    stop_asked = asyncio.Event()
 
     async def relay() -> None:
-        while not stop_asked:
-            await asyncio.sleep(0.01)
+        await stop_asked.wait()
         polite.set()
-
-    def ask() -> None:
-        nonlocal stop_asked
-        stop_asked = True
 
     async def stubborn() -> None:
         await asyncio.Event().wait()
@@ -128,7 +123,7 @@ async def test_stop_asks_politely_then_cancels_even_during_backoff() -> None:
         raise RuntimeError("always")
 
     sup = fast(backoff_initial_s=60, backoff_max_s=60)
-    sup.start("relay", relay, on_stop=ask)
+    sup.start("relay", relay, on_stop=stop_asked.set)
     sup.start("stubborn", stubborn)
     sup.start("broken", broken)
     await wait_for(lambda: sup.failing() == ["broken"])
@@ -182,7 +177,7 @@ async def test_readiness_is_computed_and_liveness_sees_a_wedged_loop() -> None:
         assert (await asyncio.to_thread(_get, base + "/livez"))[0] == 200
 
         # the event loop wedged (a blocking call): the health thread still answers
-        time.sleep(2.5)
+        time.sleep(2.5)  # noqa: ASYNC251 - wedging the event loop is the point
         code, body = _get(base + "/livez")
         assert code == 503 and "stalled" in str(body["reason"])
         assert _get(base + "/readyz")[0] == 503
