@@ -173,6 +173,7 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.settings.kafka_bootstrap_servers:
             self.kafka = EmbeddedKafka(self.state_dir, port=self.kafka_port)
+            self.settings = self.settings.model_copy(update={"kafka_idempotent": False})
         if not self.settings.database_url:
             self.postgres = EmbeddedPostgres(self.state_dir, port=self.pg_port)
         starters = [c for c in (self.kafka, self.postgres) if c is not None]
