@@ -344,45 +344,42 @@ class Stack:
             except Exception as exc:  # keep supervising whatever one round hit
                 self._event("supervisor", "round failed", repr(exc)[:200])
 
-    def _watch_postgres(self) -> None:
-        pg, st = self.postgres, self._postgres_state
-        if pg is None:
-            return
+    def _restart_due(self, part: str, pid: int | None, st: _Component) -> bool:
+        """Whether an embedded server that is gone should be started again now."""
         now = time.monotonic()
-        if pg.pid is not None:
+        if pid is not None:
             st.backoff.healthy_for(now - st.started_at)
-            return
+            return False
         if st.restart_at is None:
             st.restart_at = now + st.backoff.next_delay()
-            self._event("postgres", "exited", f"restart in {st.restart_at - now:.1f}s")
-            return
-        if now < st.restart_at:
+            self._event(part, "exited", f"restart in {st.restart_at - now:.1f}s")
+            return False
+        return now >= st.restart_at
+
+    def _restart_failed(self, part: str, st: _Component, exc: Exception) -> None:
+        st.restart_at = time.monotonic() + st.backoff.next_delay()
+        self._event(part, "restart failed", (str(exc).splitlines() or [repr(exc)])[0][:200])
+
+    def _restarted(self, part: str, st: _Component, detail: str) -> None:
+        st.restart_at, st.started_at = None, time.monotonic()
+        st.restarts += 1
+        self._event(part, "restarted", f"restart #{st.restarts}, {detail}")
+
+    def _watch_postgres(self) -> None:
+        pg, st = self.postgres, self._postgres_state
+        if pg is None or not self._restart_due("postgres", pg.pid, st):
             return
         try:
             pg.start()
         except Exception as exc:
-            st.restart_at = time.monotonic() + st.backoff.next_delay()
-            self._event("postgres", "restart failed", str(exc).splitlines()[0][:200])
+            self._restart_failed("postgres", st, exc)
             return
-        st.restart_at, st.started_at = None, time.monotonic()
-        st.restarts += 1
-        self._event("postgres", "restarted", f"restart #{st.restarts}, same data directory")
+        self._restarted("postgres", st, "same data directory")
 
     def _watch_broker(self) -> None:
         kafka, st = self.kafka, self._broker_state
-        if kafka is None:
-            return
-        now = time.monotonic()
-        if kafka.pid is not None:
-            st.backoff.healthy_for(now - st.started_at)
-            return
-        if st.restart_at is None:
-            st.restart_at = now + st.backoff.next_delay()
-            self._event("broker", "exited", f"restart in {st.restart_at - now:.1f}s")
-            return
-        if now < st.restart_at:
-            return
-        self._recover_broker(st)
+        if kafka is not None and self._restart_due("broker", kafka.pid, st):
+            self._recover_broker(st)
 
     def _recover_broker(self, st: _Component) -> None:
         """Start the broker again (empty), and refill it from the outboxes in order."""
@@ -397,15 +394,12 @@ class Stack:
             self._create_topics()
             replayed = self._replay_outboxes()
         except Exception as exc:
-            st.restart_at = time.monotonic() + st.backoff.next_delay()
-            self._event("broker", "restart failed", str(exc).splitlines()[0][:200])
+            self._restart_failed("broker", st, exc)
             with self._lock:
                 for svc in services:
                     svc.restart_at = time.monotonic()  # the service loop restarts them
             return
-        st.restart_at, st.started_at = None, time.monotonic()
-        st.restarts += 1
-        self._event("broker", "restarted", f"restart #{st.restarts}, empty: topics created")
+        self._restarted("broker", st, "empty: topics created")
         self._event(
             "broker",
             "replayed",
