@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
+from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.settings import Settings, settings_env
 
@@ -80,6 +80,7 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.settings.kafka_bootstrap_servers:
             self.kafka = EmbeddedKafka(self.state_dir, port=self.kafka_port)
+            self.settings = self.settings.model_copy(update={"kafka_idempotent": False})
         if not self.settings.database_url:
             self.postgres = EmbeddedPostgres(self.state_dir, port=self.pg_port)
         starters = [c for c in (self.kafka, self.postgres) if c is not None]
