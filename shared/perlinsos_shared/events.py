@@ -129,6 +129,12 @@ class ParticipantEnrolled(Contract):
     agency: str
     request_id: str
     enrolled_at: datetime
+    membership: int = Field(
+        default=1,
+        ge=1,
+        description="1 for a first enrolment; 2, 3, ... when the same participant (same"
+        " participant_id) is enrolled again after an exit: a new membership period",
+    )
 
 
 class ParticipantExited(Contract):
