@@ -4,11 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen
 
-<<<<<<< HEAD
-.PHONY: run up test test-faults soak lint typecheck unit flow bench asyncapi sync clean
-=======
-.PHONY: run up test lint typecheck unit db flow bench asyncapi sync clean
->>>>>>> main
+.PHONY: run up test test-faults soak lint typecheck unit db flow bench asyncapi sync clean
 
 .venv/.synced: uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
