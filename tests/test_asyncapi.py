@@ -374,7 +374,7 @@ def test_a_dead_letter_is_the_original_bytes_with_dlq_headers() -> None:
 
 
 def test_document_shape_follows_the_specification_and_the_wire() -> None:
-    assert DOC["asyncapi"] == "3.0.0"
+    assert DOC["asyncapi"] == "3.1.0"
     assert DOC["defaultContentType"] == CONTENT_TYPE
     for section in ("messages", "schemas"):
         for key in DOC["components"][section]:

@@ -1,4 +1,4 @@
-"""The AsyncAPI 3.0 document of every topic, generated from the catalogue and event models.
+"""The AsyncAPI 3.1 document of every topic, generated from the catalogue and event models.
 
 `python -m perlinsos_shared.asyncapi > docs/asyncapi.json` (or `make asyncapi`).
 

@@ -21,7 +21,6 @@ from perlinsos_registry.validation import (
     decide_exit,
     duplicate_nik,
     normalise_phone,
-    unknown_event_type,
 )
 from perlinsos_shared.events import ExitReason, ExitReported, Occupation, Reason
 
@@ -97,7 +96,6 @@ def _exit(**over: Any) -> ExitReported:
 ENROLLED = ParticipantState("p-1", Occupation.OJEK_DARING, date(2025, 10, 1))
 
 OTHER_CASES: dict[str, Callable[[], list[Reason]]] = {
-    "DUPLICATE_NIK": lambda: [duplicate_nik("KELURAHAN")],
     "UNKNOWN_NIK": lambda: decide_exit(_exit(), None, POLICY),
     "EXIT_BEFORE_ENROLMENT": lambda: decide_exit(
         _exit(effective_date="2025-09-30"), ENROLLED, POLICY
@@ -107,12 +105,14 @@ OTHER_CASES: dict[str, Callable[[], list[Reason]]] = {
         ParticipantState("p-1", Occupation.OJEK_DARING, date(2025, 10, 1), date(2025, 11, 1)),
         POLICY,
     ),
-    "UNKNOWN_EVENT_TYPE": lambda: [unknown_event_type("perlinsos.something.v9")],
 }
+# Decided over a whole batch, not per message: produced by running plans in
+# test_intake_plan.py (`test_batch_reason_code`).
+BATCH_CODES = {"DUPLICATE_NIK", "UNKNOWN_EVENT_TYPE", "SOURCE_UNVERIFIED"}
 
 
 def test_every_reason_code_has_a_test() -> None:
-    assert set(ENROLMENT_CASES) | set(OTHER_CASES) == set(MESSAGES)
+    assert set(ENROLMENT_CASES) | set(OTHER_CASES) | BATCH_CODES == set(MESSAGES)
 
 
 @pytest.mark.parametrize("code", sorted(ENROLMENT_CASES))
@@ -215,6 +215,27 @@ def test_two_digit_year_is_compared_as_written_not_as_19xx() -> None:
 )
 def test_malformed_niks(nik: str) -> None:
     assert [r.code for r in check_nik(nik, None, None)] == ["NIK_INVALID"]
+
+
+@pytest.mark.parametrize("day", range(72, 100))
+def test_nik_days_72_to_99_are_invalid_not_a_birth_date_mismatch(day: int) -> None:
+    # python-stdnum reads the day as DD % 40: 81 would pass as the 1st, 72 as the 32nd
+    nik = f"217110{day:02d}05900003"
+    for birth_date, sex in ((None, None), (date(1990, 5, min(28, max(1, day % 40))), "P")):
+        reasons = check_nik(nik, birth_date, sex)
+        assert [r.code for r in reasons] == ["NIK_INVALID"], (day, reasons)
+        assert "hari harus 01-31" in reasons[0].message
+
+
+@pytest.mark.parametrize("day", [0, 32, 40])
+def test_nik_days_between_the_ranges_are_invalid(day: int) -> None:
+    assert [r.code for r in check_nik(f"217110{day:02d}05900003", None, None)] == ["NIK_INVALID"]
+
+
+@pytest.mark.parametrize(("day", "sex"), [(1, "L"), (31, "L"), (41, "P"), (71, "P")])
+def test_nik_day_bounds_are_accepted(day: int, sex: str) -> None:
+    birth = date(1990, 5, day - 40 if sex == "P" else day)
+    assert check_nik(f"217110{day:02d}05900003", birth, sex) == []
 
 
 def test_nik_separators_are_tolerated_and_removed() -> None:
