@@ -28,18 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 
-from perlinsos_cli.agency import publish_submissions
 from perlinsos_cli.cohort import Submission, generate_cohort
 from perlinsos_cli.stack import SERVICES, Stack
 from perlinsos_devruntime.embedded import free_port, free_port_block
 from perlinsos_devruntime.tcpproxy import TcpProxy
+from perlinsos_shared import intake_client
 from perlinsos_shared.settings import Settings
 
 log = logging.getLogger("perlinsos.faults")
 
-# An agency resubmits a request without an answer this long after it sent it.
+# An agency resubmits a request without an answer this long after it sent it, once no
+# new answer has come for a while (answers still coming: registry is catching up).
 RESUBMIT_AFTER_S = 45.0
+RESUBMIT_WHEN_QUIET_S = 15.0
 # The end state must hold this long (every service ready, nothing pending) to count:
 # shorter once it equals the fault-free run's, longer when it merely stopped changing.
 QUIET_AT_TARGET_S = 6.0
@@ -258,15 +261,101 @@ def _chunks(subs: Sequence[Submission], size: int) -> Iterator[Sequence[Submissi
 
 
 async def publish(bootstrap: str, subs: Sequence[Submission], timeout: float = 15) -> bool:
+    """Publish as an agency does; False when the broker did not take them in time."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, request_timeout_ms=10_000
+    )
     try:
+        await asyncio.wait_for(producer.start(), timeout)
         await asyncio.wait_for(
-            publish_submissions(bootstrap, ((s.agency, s.data["nik"], s.data) for s in subs)),
+            intake_client.publish_submissions(
+                producer, ((s.agency, s.data["nik"], s.data) for s in subs)
+            ),
             timeout,
         )
         return True
     except Exception as exc:  # the broker is away: these get resubmitted later
-        log.info("publish failed (%s): %d submissions wait for resubmission", exc, len(subs))
+        log.info("publish failed (%r): %d submissions wait for resubmission", exc, len(subs))
         return False
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+
+
+Key = tuple[str, str]
+
+
+class Agency:
+    """The sending side as a careful agency runs it: it resubmits, in the original order,
+    every request without an answer after `RESUBMIT_AFTER_S`, and it keeps order per NIK:
+    a submission for a NIK waits while an earlier one for that NIK has no answer.
+
+    Order per NIK matters because of duplicates: of two submissions with one NIK the first
+    is enrolled and the second refused (DUPLICATE_NIK). If the broker loses the first and
+    the second goes out before the first is resubmitted, the second is enrolled instead:
+    a faithful answer to what the broker saw, but not the fault-free run's."""
+
+    def __init__(self, run: FaultRun, subs: Sequence[Submission], result: Drive) -> None:
+        self.run = run
+        self.result = result
+        self.order = {(s.agency, s.request_id): i for i, s in enumerate(subs)}
+        self.by_key = {(s.agency, s.request_id): s for s in subs}
+        self.sent_at: dict[Key, float] = {}
+        self.held: list[Submission] = []
+        self.answers_seen, self.answers_changed = -1, time.monotonic()
+        self.earlier: dict[Key, list[Key]] = {}  # a later submission -> earlier, same NIK
+        first: dict[str, list[Key]] = {}
+        for s in subs:
+            key = (s.agency, s.request_id)
+            before = first.setdefault(s.data["nik"], [])
+            if before:
+                self.earlier[key] = list(before)
+            before.append(key)
+
+    async def send(self, chunk: Sequence[Submission]) -> None:
+        """Publish now what may go now; hold the rest (same NIK, earlier unanswered)."""
+        self.held.extend(s for s in chunk if (s.agency, s.request_id) in self.earlier)
+        await self._publish([s for s in chunk if (s.agency, s.request_id) not in self.earlier])
+        self.result.published += len(chunk)
+        await self.release_held()
+
+    async def _publish(self, subs: Sequence[Submission]) -> bool:
+        if not subs:
+            return True
+        ok = await publish(self.run.bootstrap, subs)
+        now = time.monotonic()
+        for s in subs:
+            self.sent_at[(s.agency, s.request_id)] = now
+        return ok
+
+    async def release_held(self) -> None:
+        if not self.held:
+            return
+        answered = await _answered(self.run)
+        free = [
+            s
+            for s in self.held
+            if all(k in answered for k in self.earlier[(s.agency, s.request_id)])
+        ]
+        if free:
+            self.held = [s for s in self.held if s not in free]
+            await self._publish(free)
+
+    async def resubmit_unanswered(self) -> None:
+        """Resubmit, in their original order, requests with no answer after a while."""
+        now = time.monotonic()
+        answered = await _answered(self.run)
+        if len(answered) != self.answers_seen:
+            self.answers_seen, self.answers_changed = len(answered), now
+        stale = {k for k, at in self.sent_at.items() if now - at > RESUBMIT_AFTER_S}
+        if stale and now - self.answers_changed > RESUBMIT_WHEN_QUIET_S:
+            again = sorted(
+                (self.by_key[k] for k in stale if k not in answered),
+                key=lambda s: self.order[(s.agency, s.request_id)],
+            )
+            if again and await self._publish(again):
+                self.result.resubmitted += len(again)
+        await self.release_held()
 
 
 async def drive(
@@ -283,8 +372,7 @@ async def drive(
     nothing pending, every service ready, and nothing changing for a while."""
     result = Drive()
     started = time.monotonic()
-    sent_at: dict[tuple[str, str], float] = {}
-    by_key = {(s.agency, s.request_id): s for s in subs}
+    agency = Agency(run, subs, result)
     publishing_done = asyncio.Event()
     fault_task = asyncio.create_task(fault(run, publishing_done)) if fault else None
 
@@ -292,11 +380,7 @@ async def drive(
     for n, chunk in enumerate(_chunks(subs, step)):
         due = started + n * step / rate
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        await publish(run.bootstrap, chunk)
-        now = time.monotonic()
-        for s in chunk:
-            sent_at[(s.agency, s.request_id)] = now
-        result.published += len(chunk)
+        await agency.send(chunk)
     publishing_done.set()
 
     deadline = time.monotonic() + timeout
@@ -309,7 +393,7 @@ async def drive(
             pending, answered = await _pending(run)
             now = time.monotonic()
             if answered < len(subs):
-                await resubmit_unanswered(run, by_key, sent_at, result)
+                await agency.resubmit_unanswered()
             fp = await fingerprint(run)
             fault_over = fault_task is None or fault_task.done()
             settled = (
@@ -339,25 +423,6 @@ async def drive(
     result.seconds = time.monotonic() - started
     result.restarts = run.stack.restarts()
     return result
-
-
-async def resubmit_unanswered(
-    run: FaultRun,
-    by_key: dict[tuple[str, str], Submission],
-    sent_at: dict[tuple[str, str], float],
-    result: Drive,
-) -> None:
-    """Resubmit, in their original order, requests with no answer after a while."""
-    now = time.monotonic()
-    stale = [k for k, at in sent_at.items() if now - at > RESUBMIT_AFTER_S]
-    if not stale:
-        return
-    answered = await _answered(run)
-    again = [by_key[k] for k in by_key if k in sent_at and k not in answered and k in stale]
-    if again and await publish(run.bootstrap, again):
-        result.resubmitted += len(again)
-        for s in again:
-            sent_at[(s.agency, s.request_id)] = time.monotonic()
 
 
 # ------------------------------------------------------------------------ helpers for cases

@@ -28,15 +28,14 @@ from rich.console import Console
 from rich.table import Table
 
 from faults import cases
-from faults.harness import Drive as _Counts
 from faults.harness import (
+    Agency,
     FaultRun,
     cohort,
     fingerprint,
     metrics_text,
-    publish,
-    resubmit_unanswered,
 )
+from faults.harness import Drive as _Counts
 
 SAMPLE_EVERY_S = 10.0
 
@@ -116,13 +115,12 @@ async def soak(rate: float, minutes: float, fault_every: float, drain_minutes: f
     total = int(rate * minutes * 60)
     console.print(f"generating {total:,} submissions...")
     subs = cohort(total, seed=7)
-    by_key = {(s.agency, s.request_id): s for s in subs}
-    sent_at: dict[tuple[str, str], float] = {}
     counts = _Counts()
     samples: list[Sample] = []
     injected: list[str] = []
     rotation = _rotation()
     async with FaultRun(base) as run:
+        agency = Agency(run, subs, counts)
         console.print(f"stack up; intake at {rate:g}/s for {minutes:g} min, a fault every "
                       f"{fault_every:g} s")  # fmt: skip
         started = time.monotonic()
@@ -133,11 +131,8 @@ async def soak(rate: float, minutes: float, fault_every: float, drain_minutes: f
             due = started + n / rate
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             chunk = subs[n : n + step]
-            await publish(run.bootstrap, chunk, timeout=5)
+            await agency.send(chunk)
             now = time.monotonic()
-            for s in chunk:
-                sent_at[(s.agency, s.request_id)] = now
-            counts.published += len(chunk)
             if now >= next_sample:
                 samples.append(await asyncio.to_thread(sample, run, now - started))
                 next_sample = now + SAMPLE_EVERY_S
@@ -158,7 +153,7 @@ async def soak(rate: float, minutes: float, fault_every: float, drain_minutes: f
         console.print(f"intake done: {counts.published:,} in {intake_s:.0f}s; draining...")
         drain_deadline = time.monotonic() + drain_minutes * 60
         while time.monotonic() < drain_deadline:
-            await resubmit_unanswered(run, by_key, sent_at, counts)
+            await agency.resubmit_unanswered()
             end = await fingerprint(run)
             answered = sum(end.submissions.values())
             decided = sum(end.decisions.values())
