@@ -54,6 +54,7 @@ LIVENESS_EVERY_S = 5.0
 LIVENESS_FAILURES = 6  # consecutive failed /livez probes before the process is killed
 SUPERVISE_EVERY_S = 0.25
 SERVICE_STOP_GRACE_S = 5.0
+START_TIMEOUT_S = 180.0
 
 
 @dataclass
@@ -255,7 +256,8 @@ class Stack:
 
     def start(self) -> None:
         self.start_infrastructure()
-        self.start_services()
+        # generous: a service on a loaded 2-core machine can take a minute to import
+        self.start_services(timeout=START_TIMEOUT_S)
 
     def stop_service(self, svc: ServiceProcess, sig: int = signal.SIGTERM) -> None:
         """Stop one instance for good (SIGKILL to simulate a crash); not restarted."""
