@@ -22,10 +22,10 @@ import logging
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -192,15 +192,38 @@ def _sms_handed_over(run: FaultRun) -> tuple[Counter[tuple[Any, ...]], int]:
     return Counter((x["to"], x["body"]) for x in lines), sum(n - 1 for n in per_id.values())
 
 
+_T = TypeVar("_T")
+_DB_AWAY = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def _read(
+    run: FaultRun, work: Callable[[asyncpg.Connection], Awaitable[_T]], patience_s: float = 600
+) -> _T:
+    """The harness's reads, tried again while PostgreSQL is away (a case may have killed
+    it; `perlinsos up`'s supervisor brings it back)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn = await asyncpg.connect(run.database_url, timeout=10)
+            try:
+                return await work(conn)
+            finally:
+                with contextlib.suppress(*_DB_AWAY):
+                    await conn.close()
+        except _DB_AWAY:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
 async def fingerprint(run: FaultRun) -> Fingerprint:
-    conn = await asyncpg.connect(run.database_url, timeout=10)
-    try:
-        rows = {k: await conn.fetch(q, timeout=60) for k, q in _QUERIES.items()}
-    finally:
-        await conn.close()
+    async def rows(conn: asyncpg.Connection) -> dict[str, list[asyncpg.Record]]:
+        return {k: await conn.fetch(q, timeout=60) for k, q in _QUERIES.items()}
+
+    found = await _read(run, rows)
     sms, repeated = await asyncio.to_thread(_sms_handed_over, run)
     return Fingerprint(
-        **{k: Counter(tuple(r) for r in v) for k, v in rows.items()},
+        **{k: Counter(tuple(r) for r in v) for k, v in found.items()},
         sms=sms,
         sms_repeated=repeated,
     )
@@ -209,8 +232,8 @@ async def fingerprint(run: FaultRun) -> Fingerprint:
 async def _pending(run: FaultRun) -> tuple[int, int]:
     """Work not finished yet (unpublished outbox rows, SMS not yet handed over), and
     submissions answered."""
-    conn = await asyncpg.connect(run.database_url, timeout=10)
-    try:
+
+    async def count(conn: asyncpg.Connection) -> tuple[int, int]:
         backlog = 0
         for service in SERVICES:
             backlog += await conn.fetchval(
@@ -224,17 +247,16 @@ async def _pending(run: FaultRun) -> tuple[int, int]:
             "SELECT count(*) FROM registry.submissions WHERE agency <> 'POISON'"
         )
         return int(backlog + sms), int(answered)
-    finally:
-        await conn.close()
+
+    return await _read(run, count)
 
 
 async def _answered(run: FaultRun) -> set[tuple[str, str]]:
-    conn = await asyncpg.connect(run.database_url, timeout=10)
-    try:
+    async def keys(conn: asyncpg.Connection) -> set[tuple[str, str]]:
         rows = await conn.fetch("SELECT agency, request_id FROM registry.submissions")
-    finally:
-        await conn.close()
-    return {(r["agency"], r["request_id"]) for r in rows}
+        return {(r["agency"], r["request_id"]) for r in rows}
+
+    return await _read(run, keys)
 
 
 # ------------------------------------------------------------------------ the agency
