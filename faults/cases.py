@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from faults.harness import FaultRun
+from faults.harness import FaultRun, read_db
 from perlinsos_shared.topics import CATALOGUE, Topic
 
 Inject = Callable[[FaultRun, asyncio.Event], Coroutine[Any, Any, int]]
@@ -227,11 +227,22 @@ async def poison_dead_lettered(run: FaultRun, injected: int) -> str:
                 per_topic[tp.topic] = per_topic.get(tp.topic, 0) + len(records)
     finally:
         await consumer.stop()
+    # On intake, a message that decodes but is wrong gets a refusal with reason codes
+    # (registry answers agency POISON) rather than a dead letter: both are handled.
+    refused = await read_db(
+        run, lambda conn: conn.fetchval("SELECT count(*) FROM registry.submissions"
+                                        " WHERE agency = 'POISON'")
+    )  # fmt: skip
+    handled = dict(per_topic)
+    handled["registry.intake.v1.dlq"] = handled.get("registry.intake.v1.dlq", 0) + int(refused)
     expected_per_topic = injected // max(1, len(_consumed_topics()))
-    short = {t: n for t, n in per_topic.items() if n < expected_per_topic}
-    missing = [t.dlq for t in _consumed_topics() if t.dlq not in per_topic]
-    if short or missing:
-        return f"dead-lettered per topic {per_topic}, expected at least {expected_per_topic}"
+    short = {t.dlq: handled.get(t.dlq, 0) for t in _consumed_topics()
+             if handled.get(t.dlq, 0) < expected_per_topic}  # fmt: skip
+    if short:
+        return (
+            f"dead-lettered per topic {per_topic}, refused at intake {refused}; "
+            f"expected at least {expected_per_topic} per topic"
+        )
     return ""
 
 

@@ -196,7 +196,7 @@ _T = TypeVar("_T")
 _DB_AWAY = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-async def _read(
+async def read_db(
     run: FaultRun, work: Callable[[asyncpg.Connection], Awaitable[_T]], patience_s: float = 600
 ) -> _T:
     """The harness's reads, tried again while PostgreSQL is away (a case may have killed
@@ -220,7 +220,7 @@ async def fingerprint(run: FaultRun) -> Fingerprint:
     async def rows(conn: asyncpg.Connection) -> dict[str, list[asyncpg.Record]]:
         return {k: await conn.fetch(q, timeout=60) for k, q in _QUERIES.items()}
 
-    found = await _read(run, rows)
+    found = await read_db(run, rows)
     sms, repeated = await asyncio.to_thread(_sms_handed_over, run)
     return Fingerprint(
         **{k: Counter(tuple(r) for r in v) for k, v in found.items()},
@@ -248,7 +248,7 @@ async def _pending(run: FaultRun) -> tuple[int, int]:
         )
         return int(backlog + sms), int(answered)
 
-    return await _read(run, count)
+    return await read_db(run, count)
 
 
 async def _answered(run: FaultRun) -> set[tuple[str, str]]:
@@ -256,7 +256,7 @@ async def _answered(run: FaultRun) -> set[tuple[str, str]]:
         rows = await conn.fetch("SELECT agency, request_id FROM registry.submissions")
         return {(r["agency"], r["request_id"]) for r in rows}
 
-    return await _read(run, keys)
+    return await read_db(run, keys)
 
 
 # ------------------------------------------------------------------------ the agency
