@@ -93,11 +93,13 @@ def sample(run: FaultRun, at_s: float) -> Sample:
 def _print_samples(console: Console, samples: list[Sample]) -> None:
     if not samples:
         return
-    picks = {"start": samples[0], "middle": samples[len(samples) // 2], "end": samples[-1]}
     table = Table(title="soak: per service at start, middle and end of the intake")
     for col in ("service", "when", "t (s)", "resident MB", "consumer lag", "outbox backlog"):
         table.add_column(col, justify="right" if col != "service" else "left")
     for name in ("registry", "eligibility", "premium", "notify"):
+        # the sample nearest each moment in which the service answered (not restarting)
+        have = [s for s in samples if name in s.rss_mb] or samples
+        picks = {"start": have[0], "middle": have[len(have) // 2], "end": have[-1]}
         for when, s in picks.items():
             table.add_row(
                 name,
