@@ -17,7 +17,7 @@ from rich.table import Table
 
 from perlinsos_shared.db import create_pool
 from perlinsos_shared.outbox import replay as replay_outbox
-from perlinsos_shared.settings import resolved_settings
+from perlinsos_shared.settings import resolved_settings, writer_settings
 
 SERVICES = ("registry", "eligibility", "premium", "notify")
 
@@ -48,11 +48,14 @@ async def _status(url: str) -> list[tuple[str, int, int, str]]:
     return out
 
 
-async def replay_all(url: str, services: tuple[str, ...] = SERVICES) -> dict[str, int]:
-    """Mark every published outbox row of these services unpublished again."""
+async def replay_all(
+    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Mark every published outbox row of these services unpublished again (`urls`: each
+    service's own login, when the operator's `url` is read-only)."""
     counts = {}
     for service in services:
-        pool = await create_pool(url, service, max_size=1)
+        pool = await create_pool((urls or {}).get(service, url), service, max_size=1)
         try:
             counts[service] = await replay_outbox(pool)
         finally:
@@ -81,6 +84,7 @@ def replay(
     unknown = set(service) - set(SERVICES)
     if unknown:
         raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
-    counts = asyncio.run(replay_all(_database_url(), tuple(service)))
+    writers = {s: writer_settings(s).database_url or _database_url() for s in service}
+    counts = asyncio.run(replay_all(_database_url(), tuple(service), writers))
     for name, n in counts.items():
         console.print(f"{name}: {n:,} events queued for publication again")

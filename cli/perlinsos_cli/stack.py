@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from perlinsos_cli.provisioning import Logins, provision_logins
 from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.settings import Settings, settings_env
@@ -47,6 +48,7 @@ class Stack:
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
     services: list[ServiceProcess] = field(default_factory=list)
+    _logins: Logins | None = field(default=None, init=False, repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -65,6 +67,13 @@ class Stack:
             return self.settings.database_url
         assert self.postgres is not None
         return self.postgres.admin_url
+
+    @property
+    def logins(self) -> Logins:
+        """Each service's own database login and the operators' read-only one (made once)."""
+        if self._logins is None:
+            self._logins = provision_logins(self.database_url, self.state_dir)
+        return self._logins
 
     def service_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -124,7 +133,11 @@ class Stack:
             log_file = log_path.open("ab")
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"perlinsos_{name}"],
-                env={**env, "PERLINSOS_METRICS_PORT": str(port)},
+                env={
+                    **env,
+                    "PERLINSOS_METRICS_PORT": str(port),
+                    "DATABASE_URL": self.logins.services[name],
+                },
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )

@@ -76,8 +76,17 @@ def get_settings() -> Settings:
 STACK_FILE = "stack.json"
 
 
-def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> None:
-    """Written by `perlinsos up` so operator commands in another shell find the stack."""
+def write_stack_file(
+    settings: Settings,
+    bootstrap: str,
+    database_url: str,
+    service_database_urls: dict[str, str] | None = None,
+) -> None:
+    """Written by `perlinsos up` so operator commands in another shell find the stack.
+
+    `database_url` is the operators' read-only login; `service_database_urls` are the
+    services' own logins, for the few commands that change a service's state.
+    """
     import json
     import os
 
@@ -86,7 +95,14 @@ def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> N
     # the database URL may carry a password: readable by the owner only
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"kafka_bootstrap_servers": bootstrap, "database_url": database_url}, f)
+        json.dump(
+            {
+                "kafka_bootstrap_servers": bootstrap,
+                "database_url": database_url,
+                "service_database_urls": service_database_urls or {},
+            },
+            f,
+        )
 
 
 def remove_stack_file(settings: Settings) -> None:
@@ -111,6 +127,19 @@ def resolved_settings() -> Settings:
             "database_url": settings.database_url or found["database_url"],
         }
     )
+
+
+def writer_settings(service: str) -> Settings:
+    """Settings for an operator command that changes `service`'s state: its own login
+    from a running `perlinsos up` (other commands read through the read-only login)."""
+    import json
+
+    settings = resolved_settings()
+    path = settings.state_dir / STACK_FILE
+    if get_settings().database_url or not path.exists():
+        return settings
+    url = json.loads(path.read_text()).get("service_database_urls", {}).get(service)
+    return settings.model_copy(update={"database_url": url}) if url else settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -25,11 +25,11 @@ from perlinsos_eligibility.placement import Placement
 from perlinsos_eligibility.rules import RuleBook
 from perlinsos_eligibility.store import by_nik_hash, decision_history, read_places
 from perlinsos_shared.clock import now_local, today_local
-from perlinsos_shared.db import open_service_db
+from perlinsos_shared.db import create_pool, open_service_db
 from perlinsos_shared.events import FundingLine
 from perlinsos_shared.masking import mask_nik, pseudonym
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.settings import resolved_settings
+from perlinsos_shared.settings import resolved_settings, writer_settings
 
 app = typer.Typer(help="Operator commands of the eligibility service.", no_args_is_help=True)
 console = Console()
@@ -40,11 +40,15 @@ def _root() -> None:
     """Commands that read or act on the eligibility service's own state."""
 
 
-async def _pool(database_url: str | None) -> asyncpg.Pool:
-    url = database_url or resolved_settings().database_url
+async def _pool(database_url: str | None, *, writes: bool = False) -> asyncpg.Pool:
+    """Reads go through the operators' read-only login; changes log in as eligibility."""
+    settings = writer_settings("eligibility") if writes else resolved_settings()
+    url = database_url or settings.database_url
     if not url:
         raise typer.BadParameter("DATABASE_URL is not set and no `perlinsos up` is running")
-    return await open_service_db(url, "eligibility", pool_size=2)
+    if writes:
+        return await open_service_db(url, "eligibility", pool_size=2)
+    return await create_pool(url, "eligibility", max_size=2)
 
 
 # --- reevaluate ---------------------------------------------------------------------
@@ -63,7 +67,7 @@ async def reevaluate(
 ) -> list[Changed]:
     """Re-decide `line` under the rules in force on `as_of`; decisions where outcomes change."""
     book = book or rule_book()
-    pool = await _pool(database_url)
+    pool = await _pool(database_url, writes=True)
     try:
         async with pool.acquire() as conn, conn.transaction():
             before = {
@@ -273,7 +277,7 @@ def promote_command(
     """Give free places to the waitlist now (instances also do it every minute)."""
 
     async def run() -> int:
-        pool = await _pool(database_url)
+        pool = await _pool(database_url, writes=True)
         try:
             return await promote_waiting(pool, rule_book())
         finally:

@@ -21,7 +21,7 @@ from perlinsos_premium.billing import is_period
 from perlinsos_shared.clock import current_period, today_local
 from perlinsos_shared.events import FundingLine
 from perlinsos_shared.masking import mask_nik
-from perlinsos_shared.settings import resolved_settings
+from perlinsos_shared.settings import resolved_settings, writer_settings
 
 console = Console()
 T = TypeVar("T")
@@ -54,17 +54,21 @@ def _period(value: str) -> str:
     return value
 
 
-def _with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    from perlinsos_shared.db import open_service_db
+def _with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]], *, writes: bool = False) -> T:
+    """Reads go through the operators' read-only login; changes log in as premium."""
+    from perlinsos_shared.db import create_pool, open_service_db
 
-    settings = resolved_settings()
+    settings = writer_settings("premium") if writes else resolved_settings()
     if not settings.database_url:
         console.print("[red]DATABASE_URL is not set and no `perlinsos up` is running[/red]")
         raise typer.Exit(2)
     url = settings.database_url
 
     async def run() -> T:
-        pool = await open_service_db(url, "premium", pool_size=2)
+        if writes:
+            pool = await open_service_db(url, "premium", pool_size=2)
+        else:
+            pool = await create_pool(url, "premium", max_size=2)
         try:
             return await fn(pool)
         finally:
@@ -79,7 +83,7 @@ def close(period: str = typer.Argument(..., callback=_period, help="YYYY-MM")) -
     from perlinsos_premium.closing import CloseRefused, close_month
 
     try:
-        result = _with_pool(lambda pool: close_month(pool, period, today_local()))
+        result = _with_pool(lambda pool: close_month(pool, period, today_local()), writes=True)
     except CloseRefused as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
