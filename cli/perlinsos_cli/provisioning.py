@@ -1,9 +1,10 @@
-"""Database logins for the stack: made once at start with the privileged URL.
+"""Credentials the stack makes for itself at start: database logins and agency keys.
 
 `perlinsos up`, the cohort run and the test stack hold the privileged URL only to call
 `provision_logins`; every service process gets its own login (`perlinsos_<service>`) and
 operator commands get the read-only `perlinsos_reader` (see `perlinsos_shared.db_roles`).
-Passwords live in `<state>/secrets/` (owner-only), made on first use.
+Passwords live in `<state>/secrets/` (owner-only), made on first use. The demo agencies'
+signing keys live there too; registry gets the file of their public keys (`KEYS_ENV`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from pathlib import Path
 
 import asyncpg
 
+from perlinsos_shared.access import ensure_agency_topics
 from perlinsos_shared.credentials import state_secret
 from perlinsos_shared.db_roles import READER, SERVICES, login_role, login_url, provision
+from perlinsos_shared.settings import Settings
+from perlinsos_shared.signing import (
+    agency_keys_dir,
+    ensure_agency_keys,
+    use_keys_dir,
+    write_key_ring,
+)
 
 log = logging.getLogger("perlinsos.provisioning")
 
@@ -57,3 +66,23 @@ def _run(coro: object) -> None:
         return
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(asyncio.run, coro).result()  # type: ignore[arg-type]
+
+
+DEMO_AGENCIES = ("DISNAKER", "DISHUB", "PERIKANAN", "KELURAHAN")
+
+
+def provision_agency_topics(settings: Settings, agencies: tuple[str, ...] = DEMO_AGENCIES) -> None:
+    """Each demo agency's own reply topic (`registry.intake-rejected.<AGENCY>.v2`)."""
+    _run(ensure_agency_topics(settings, agencies))
+
+
+def provision_agency_keys(state_dir: Path, agencies: tuple[str, ...] = DEMO_AGENCIES) -> Path:
+    """The demo agencies' signing keys (made if missing, owner-only) and the file of their
+    public keys that registry checks against; returns that file. Agency clients in this
+    process sign with these keys from now on."""
+    keys_dir = agency_keys_dir(state_dir)
+    ensure_agency_keys(keys_dir, agencies)
+    ring = Path(state_dir) / "agency-keys.json"
+    write_key_ring(keys_dir, ring)
+    use_keys_dir(keys_dir)
+    return ring.resolve()

@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from perlinsos_cli.provisioning import Logins, provision_logins
+from perlinsos_cli.provisioning import (
+    Logins,
+    provision_agency_keys,
+    provision_agency_topics,
+    provision_logins,
+)
 from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.settings import Settings, settings_env
+from perlinsos_shared.signing import KEYS_ENV
 
 SERVICES = ("registry", "eligibility", "premium", "notify")
 
@@ -49,6 +55,7 @@ class Stack:
     postgres: EmbeddedPostgres | None = None
     services: list[ServiceProcess] = field(default_factory=list)
     _logins: Logins | None = field(default=None, init=False, repr=False)
+    _agency_keys: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -75,6 +82,15 @@ class Stack:
             self._logins = provision_logins(self.database_url, self.state_dir)
         return self._logins
 
+    @property
+    def agency_keys(self) -> Path:
+        """The registered agency public keys registry checks intake against (made once;
+        `PERLINSOS_AGENCY_KEYS` names a real file instead)."""
+        if self._agency_keys is None:
+            given = os.environ.get(KEYS_ENV)
+            self._agency_keys = Path(given) if given else provision_agency_keys(self.state_dir)
+        return self._agency_keys
+
     def service_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(settings_env(self.settings))
@@ -83,6 +99,7 @@ class Stack:
             DATABASE_URL=self.database_url,
             PERLINSOS_STATE_DIR=str(self.state_dir.resolve()),
         )
+        env[KEYS_ENV] = str(self.agency_keys)
         return env
 
     def start_infrastructure(self) -> None:
@@ -114,6 +131,7 @@ class Stack:
             update={"kafka_bootstrap_servers": self.bootstrap_servers}
         )
         asyncio.run(ensure_topics(topic_settings))
+        provision_agency_topics(topic_settings)
 
     def start_services(
         self,

@@ -30,6 +30,7 @@ import asyncpg
 import orjson
 
 from perlinsos_registry.agencies import AgencyPolicy
+from perlinsos_registry.origin import Origin
 from perlinsos_registry.reasons import reason
 from perlinsos_registry.validation import (
     ParticipantState,
@@ -55,11 +56,12 @@ from perlinsos_shared.events import (
 )
 from perlinsos_shared.masking import mask_nik
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS
+from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS, agency_replies_topic
 
 SOURCE = "perlinsos/registry"
 IN_REPLY_TO = "in-reply-to"
 POLICY = AgencyPolicy.load()
+ORIGIN = Origin.load()
 
 
 def _json(value: object) -> str:
@@ -91,7 +93,15 @@ def reject(
             reasons=reasons,
         ),
     )
-    outbox.add(INTAKE_REJECTED.name, f"{agency}:{request_id}", event, _reply_headers(m))
+    _reply(outbox, agency, f"{agency}:{request_id}", event, _reply_headers(m))
+
+
+def _reply(outbox: Outbox, agency: str, key: str, event: Any, headers: dict[str, str]) -> None:
+    """A reply on the shared replies topic and, for a registered agency, on its own one
+    (`registry.intake-rejected.<AGENCY>.v2`, which only that agency may read)."""
+    outbox.add(INTAKE_REJECTED.name, key, event, headers)
+    if POLICY.is_known(agency):
+        outbox.add(agency_replies_topic(agency), key, event, headers)
 
 
 def _reply_to(m: Incoming) -> tuple[str | None, str | None, str | None]:
@@ -416,8 +426,24 @@ def _batam_date(at: datetime | date) -> date:
 # --- the batch --------------------------------------------------------------------------
 
 
+def _proven(messages: list[Incoming], outbox: Outbox) -> list[Incoming]:
+    """The messages their agency signed; the rest are refused (`origin.py`), unclaimed."""
+    proven = []
+    for m in messages:
+        agency, request_id, nik = _reply_to(m)
+        refusal = ORIGIN.check(m, agency)
+        if refusal is None:
+            proven.append(m)
+        elif agency is None or not POLICY.is_known(agency):
+            _unanswerable(outbox, m, f"SOURCE_UNVERIFIED: {refusal.message[:200]}")
+        else:
+            reject(outbox, m, agency, request_id, nik, [refusal])
+    return proven
+
+
 async def handle_intake(conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox) -> None:
     """Apply a batch in arrival order, consecutive messages of one type together."""
+    messages = _proven(messages, outbox)
     for event_type, group in itertools.groupby(messages, key=lambda m: m.type):
         run = list(group)
         if event_type == EnrolmentSubmitted.event_type:
@@ -455,7 +481,7 @@ def on_undecodable(record: Record, error: str, outbox: Outbox) -> None:
     )
     headers = record_headers(record)
     reply_headers = {k: v for k, v in headers.items() if k in ("traceparent", "tracestate")}
-    outbox.add(INTAKE_REJECTED.name, f"{agency}:{request_id}", event, reply_headers)
+    _reply(outbox, agency, f"{agency}:{request_id}", event, reply_headers)
 
 
 def _identify_raw(record: Record) -> tuple[str | None, str | None]:

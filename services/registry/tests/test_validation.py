@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from perlinsos_registry import origin
 from perlinsos_registry.agencies import AgencyPolicy
 from perlinsos_registry.reasons import MESSAGES
 from perlinsos_registry.validation import (
@@ -24,6 +25,7 @@ from perlinsos_registry.validation import (
     unknown_event_type,
 )
 from perlinsos_shared.events import ExitReason, ExitReported, Occupation, Reason
+from perlinsos_shared.signing import KeyRing
 
 POLICY = AgencyPolicy.load()
 
@@ -96,6 +98,13 @@ def _exit(**over: Any) -> ExitReported:
 
 ENROLLED = ParticipantState("p-1", Occupation.OJEK_DARING, date(2025, 10, 1))
 
+
+def _unverified() -> list[Reason]:
+    """Unsigned, with no key registered: the proof of origin fails (origin.py)."""
+    refusal = origin.refusal(KeyRing(), "DISHUB", b"{}", {})
+    return [] if refusal is None else [refusal]
+
+
 OTHER_CASES: dict[str, Callable[[], list[Reason]]] = {
     "DUPLICATE_NIK": lambda: [duplicate_nik("KELURAHAN")],
     "UNKNOWN_NIK": lambda: decide_exit(_exit(), None, POLICY),
@@ -108,6 +117,7 @@ OTHER_CASES: dict[str, Callable[[], list[Reason]]] = {
         POLICY,
     ),
     "UNKNOWN_EVENT_TYPE": lambda: [unknown_event_type("perlinsos.something.v9")],
+    "SOURCE_UNVERIFIED": lambda: _unverified(),
 }
 
 
