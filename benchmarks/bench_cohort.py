@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from perlinsos_shared.embedded import free_port, free_port_block
+from perlinsos_devruntime.embedded import free_port, free_port_block
 
 LINE = re.compile(
     r"decided or refused after ([\d.]+)s; every SMS handed over after ([\d.]+)s; "

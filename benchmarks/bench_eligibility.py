@@ -21,10 +21,10 @@ from aiokafka import AIOKafkaProducer
 
 from perlinsos_cli.cohort import generate_cohort
 from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.embedded import free_port
 from perlinsos_eligibility.domain import Applicant, assess
 from perlinsos_eligibility.rules import load_rule_book
 from perlinsos_shared.clock import now_local, today_local
-from perlinsos_shared.embedded import free_port
 from perlinsos_shared.envelope import encode, make_event
 from perlinsos_shared.events import Address, Occupation, ParticipantEnrolled
 from perlinsos_shared.settings import Settings

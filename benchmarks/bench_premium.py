@@ -17,10 +17,10 @@ import time
 from datetime import date
 from pathlib import Path
 
+from perlinsos_devruntime.embedded import EmbeddedPostgres, free_port
 from perlinsos_premium.closing import close_month
 from perlinsos_premium.ledger import roll_period
 from perlinsos_shared.db import open_service_db
-from perlinsos_shared.embedded import EmbeddedPostgres, free_port
 
 
 async def _bench(url: str, n: int) -> dict[str, float | int | str]:

@@ -22,12 +22,12 @@ from typing import Any
 
 import asyncpg
 
+from perlinsos_devruntime.embedded import EmbeddedPostgres, free_port
 from perlinsos_notify.handlers import Sender, make_handler
 from perlinsos_notify.providers import make_provider
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.consumer import Incoming
 from perlinsos_shared.db import open_service_db
-from perlinsos_shared.embedded import EmbeddedPostgres, free_port
 from perlinsos_shared.envelope import RawEnvelope, make_event
 from perlinsos_shared.events import EligibilityDecided, Occupation
 from perlinsos_shared.outbox import Outbox

@@ -26,7 +26,7 @@ from perlinsos_cli.agency import Listener, publish_submissions, settled_run
 from perlinsos_cli.cohort import generate_cohort
 from perlinsos_cli.outbox import replay_all
 from perlinsos_cli.stack import Stack
-from perlinsos_shared.embedded import EmbeddedKafka, free_port
+from perlinsos_devruntime.embedded import EmbeddedKafka, free_port
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.topics import DECISIONS, DELIVERIES, PARTICIPANTS, Topic
@@ -195,6 +195,7 @@ async def test_broker_that_lost_its_topics_is_refilled_from_the_outboxes(
         DATABASE_URL=database_url,
         PERLINSOS_STATE_DIR=tmp_path / "state",
         PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS=3000,
+        PERLINSOS_KAFKA_IDEMPOTENT=False,  # the embedded broker does not implement it
     )
     stack = Stack(settings, http_port_base=0)
     try:

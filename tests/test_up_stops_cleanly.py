@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from perlinsos_shared.embedded import free_port, free_port_block, port_is_listening
+from perlinsos_devruntime.embedded import free_port, free_port_block, port_is_listening
 
 pytestmark = pytest.mark.flow
 

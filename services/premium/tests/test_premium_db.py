@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
@@ -12,12 +13,14 @@ import asyncpg
 import pytest
 from openpyxl import load_workbook
 
-from perlinsos_premium.billing import billed_periods
+from perlinsos_premium.billing import billed_periods, first_day, next_period
 from perlinsos_premium.closing import close_month
 from perlinsos_premium.export import HEADER_ROW, gather, write_csv, write_xlsx
 from perlinsos_premium.handlers import handle_decisions, handle_participants
-from perlinsos_premium.ledger import roll_period
+from perlinsos_premium.ledger import check_rates, roll_period
 from perlinsos_premium.queries import adjustments_booked, liability_by_line
+from perlinsos_premium.rates import RateTableError
+from perlinsos_premium.rolling import months_to_roll, roll_due_months
 from perlinsos_premium.summaries import publish_changed
 from perlinsos_shared.clock import BATAM_TZ, today_local
 from perlinsos_shared.consumer import Incoming
@@ -90,6 +93,18 @@ async def test_month_roll_sql_agrees_with_the_pure_billing_rule(pool: asyncpg.Po
     rows = {r["participant_id"] for r in await pool.fetch("SELECT participant_id FROM ledger")}
     expected = {p for p, s, e in covers if "2025-10" in billed_periods(s, e, date(2030, 1, 1))}
     assert rows == expected and billed == len(expected) > 0
+
+
+async def test_start_up_refuses_overlapping_rate_rows(pool: asyncpg.Pool) -> None:
+    await check_rates(pool)  # the shipped table is fine
+    # a PP 50/2025-style halving entered without closing the open-ended row first
+    await pool.execute(
+        "INSERT INTO rates (funding_line, component, amount_idr, valid_from, valid_to, note)"
+        " VALUES ($1, 'JKM', 3400, DATE '2026-02-01', DATE '2026-07-31', 'overlap')",
+        L30,
+    )
+    with pytest.raises(RateTableError, match=f"{L30} JKM.*overlaps"):
+        await check_rates(pool)
 
 
 async def test_decisions_close_back_dated_exit_and_export(
@@ -169,3 +184,83 @@ async def test_decisions_close_back_dated_exit_and_export(
     assert any(
         f.name.endswith(f"{L30}.csv") and "-16800" in f.read_text("utf-8-sig") for f in files
     )
+
+
+async def test_the_roll_catches_up_two_missed_months_once(pool: asyncpg.Pool) -> None:
+    """Premium was down for two month starts: the next roll bills both and this month."""
+    today = today_local()
+    current = f"{today:%Y-%m}"
+    missed = [next_period(current, -2), next_period(current, -1)]
+    last_rolled = next_period(current, -3)
+    people = [f"catch-{i}" for i in range(5)]
+    await pool.execute(
+        "INSERT INTO covers SELECT p, $2, $3, NULL FROM unnest($1::text[]) AS d(p)",
+        people,
+        L30,
+        first_day(next_period(current, -4)),
+    )
+    # the covers' months up to the last roll were billed before the downtime
+    await pool.execute("INSERT INTO rolled_periods (period) VALUES ($1)", last_rolled)
+
+    rolled = await roll_due_months(pool, today)
+
+    assert [r.period for r in rolled] == [*missed, current]
+    assert [r.billed for r in rolled] == [5, 5, 5]
+    billed = await pool.fetch(
+        "SELECT period, count(*) AS n FROM ledger GROUP BY period ORDER BY period"
+    )
+    assert {r["period"]: r["n"] for r in billed} == {p: 5 for p in [*missed, current]}
+    summaries = await pool.fetch(
+        "SELECT period, participants FROM summaries WHERE funding_line = $1", L30
+    )
+    assert {r["period"]: r["participants"] for r in summaries} == {p: 5 for p in [*missed, current]}
+    # a second roll (another instance, or the next tick) bills nothing
+    assert await roll_due_months(pool, today) == []
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == 15
+
+
+def test_months_to_roll() -> None:
+    assert months_to_roll(None, "2026-11") == ["2026-11"]
+    assert months_to_roll("2026-11", "2026-11") == []
+    assert months_to_roll("2026-08", "2026-11") == ["2026-09", "2026-10", "2026-11"]
+    assert months_to_roll("2025-12", "2026-01") == ["2026-01"]
+
+
+async def test_a_roll_racing_exits_bills_no_month_after_an_exit(pool: asyncpg.Pool) -> None:
+    """Exits (cover ended last month) decided while this month is rolled: whichever runs
+    first, nobody who left is billed this month and everyone who stays is, once."""
+    today = today_local()
+    current = f"{today:%Y-%m}"
+    previous = next_period(current, -1)
+    for round_ in range(4):
+        await pool.execute("TRUNCATE covers, ledger, summaries, rolled_periods, adjustments")
+        people = [f"race-{round_}-{i}" for i in range(40)]
+        start = first_day(previous)
+        await pool.execute(
+            "INSERT INTO covers SELECT p, $2, $3, NULL FROM unnest($1::text[]) AS d(p)",
+            people,
+            L30,
+            start,
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            await roll_period(conn, previous)
+        leaving = people[::2]
+        exits = [
+            decision(p, "exited", start, first_day(current) - timedelta(days=1)) for p in leaving
+        ]
+        await asyncio.gather(
+            roll_due_months(pool, today),
+            *(apply(pool, handle_decisions, exits[i : i + 5]) for i in range(0, len(exits), 5)),
+        )
+        billed_now = {
+            r["participant_id"]
+            for r in await pool.fetch(
+                "SELECT participant_id FROM ledger WHERE period = $1", current
+            )
+        }
+        assert billed_now == set(people) - set(leaving)
+        assert await pool.fetchval(
+            "SELECT participants FROM summaries WHERE period = $1 AND funding_line = $2",
+            current,
+            L30,
+        ) == len(people) - len(leaving)

@@ -2,9 +2,9 @@
 
 Every intake event must carry the agency's signature (`perlinsos_shared.signing`) made
 with a key registered for the agency it claims to be (`data.agency`, else `source`).
-One that does not is refused with `SOURCE_UNVERIFIED` before anything else happens to
-it: no participant, no exit, and no claim on its (agency, request id), so a forger
-cannot use up a request id the real agency will send later. The registered public keys
+One that does not is refused with `SOURCE_UNVERIFIED` (`plan_intake`) before anything
+else happens to it: no participant, no exit, and no claim on its (agency, request id),
+so a forger cannot use up a request id the real agency will send later. The registered public keys
 come from the file `PERLINSOS_AGENCY_KEYS` names (read again when it changes); without
 it no submission can be proven, so none is accepted.
 """
@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from perlinsos_registry.reasons import reason
+from perlinsos_registry.validation import agency_of_source, identity
 from perlinsos_shared.consumer import Incoming, record_headers
 from perlinsos_shared.events import Reason
 from perlinsos_shared.signing import HEADER, KEYS_ENV, KeyRing, KeyRingFile
@@ -44,5 +45,10 @@ class Origin:
         path = os.environ.get(KEYS_ENV)
         return cls(Path(path) if path else None)
 
-    def check(self, m: Incoming, agency: str | None) -> Reason | None:
+    def check(self, m: Incoming) -> Reason | None:
+        """Why `m` is not proven to come from the agency it names, or None."""
+        agency = identity(m.envelope.data)[0] or agency_of_source(m.envelope.source)
         return refusal(self._file.ring(), agency, m.record.value or b"", record_headers(m.record))
+
+    def verified(self, m: Incoming) -> bool:
+        return self.check(m) is None

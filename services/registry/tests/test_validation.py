@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perlinsos_registry import origin
 from perlinsos_registry.agencies import AgencyPolicy
 from perlinsos_registry.reasons import MESSAGES
+from perlinsos_registry.testing import enrolment
 from perlinsos_registry.validation import (
     ParticipantState,
     check_enrolment,
@@ -22,28 +22,14 @@ from perlinsos_registry.validation import (
     decide_exit,
     duplicate_nik,
     normalise_phone,
-    unknown_event_type,
 )
 from perlinsos_shared.events import ExitReason, ExitReported, Occupation, Reason
-from perlinsos_shared.signing import KeyRing
 
 POLICY = AgencyPolicy.load()
 
 
 def valid() -> dict[str, Any]:
-    return {
-        "agency": "DISHUB",
-        "request_id": "DISHUB-2025-000001",
-        "nik": "2171101505900003",
-        "full_name": "Budi Santoso",
-        "birth_date": "1990-05-15",
-        "sex": "L",
-        "phone": "0812-3456-7890",
-        "address": {"kecamatan": "Batam Kota", "kelurahan": "Belian", "rt": "003", "rw": "005"},
-        "occupation": "OJEK_DARING",
-        "evidence": {"platform": "GOJEK", "driver_id": "1234567890"},
-        "existing_bpjs_tk": False,
-    }
+    return enrolment(3, rid="DISHUB-2025-000001", existing_bpjs_tk=False)
 
 
 def codes(data: dict[str, Any], source: str = "agency/DISHUB") -> list[str]:
@@ -98,15 +84,7 @@ def _exit(**over: Any) -> ExitReported:
 
 ENROLLED = ParticipantState("p-1", Occupation.OJEK_DARING, date(2025, 10, 1))
 
-
-def _unverified() -> list[Reason]:
-    """Unsigned, with no key registered: the proof of origin fails (origin.py)."""
-    refusal = origin.refusal(KeyRing(), "DISHUB", b"{}", {})
-    return [] if refusal is None else [refusal]
-
-
 OTHER_CASES: dict[str, Callable[[], list[Reason]]] = {
-    "DUPLICATE_NIK": lambda: [duplicate_nik("KELURAHAN")],
     "UNKNOWN_NIK": lambda: decide_exit(_exit(), None, POLICY),
     "EXIT_BEFORE_ENROLMENT": lambda: decide_exit(
         _exit(effective_date="2025-09-30"), ENROLLED, POLICY
@@ -116,13 +94,14 @@ OTHER_CASES: dict[str, Callable[[], list[Reason]]] = {
         ParticipantState("p-1", Occupation.OJEK_DARING, date(2025, 10, 1), date(2025, 11, 1)),
         POLICY,
     ),
-    "UNKNOWN_EVENT_TYPE": lambda: [unknown_event_type("perlinsos.something.v9")],
-    "SOURCE_UNVERIFIED": lambda: _unverified(),
 }
+# Decided over a whole batch, not per message: produced by running plans in
+# test_intake_plan.py (`test_batch_reason_code`).
+BATCH_CODES = {"DUPLICATE_NIK", "UNKNOWN_EVENT_TYPE", "SOURCE_UNVERIFIED"}
 
 
 def test_every_reason_code_has_a_test() -> None:
-    assert set(ENROLMENT_CASES) | set(OTHER_CASES) == set(MESSAGES)
+    assert set(ENROLMENT_CASES) | set(OTHER_CASES) | BATCH_CODES == set(MESSAGES)
 
 
 @pytest.mark.parametrize("code", sorted(ENROLMENT_CASES))
@@ -225,6 +204,27 @@ def test_two_digit_year_is_compared_as_written_not_as_19xx() -> None:
 )
 def test_malformed_niks(nik: str) -> None:
     assert [r.code for r in check_nik(nik, None, None)] == ["NIK_INVALID"]
+
+
+@pytest.mark.parametrize("day", range(72, 100))
+def test_nik_days_72_to_99_are_invalid_not_a_birth_date_mismatch(day: int) -> None:
+    # python-stdnum reads the day as DD % 40: 81 would pass as the 1st, 72 as the 32nd
+    nik = f"217110{day:02d}05900003"
+    for birth_date, sex in ((None, None), (date(1990, 5, min(28, max(1, day % 40))), "P")):
+        reasons = check_nik(nik, birth_date, sex)
+        assert [r.code for r in reasons] == ["NIK_INVALID"], (day, reasons)
+        assert "hari harus 01-31" in reasons[0].message
+
+
+@pytest.mark.parametrize("day", [0, 32, 40])
+def test_nik_days_between_the_ranges_are_invalid(day: int) -> None:
+    assert [r.code for r in check_nik(f"217110{day:02d}05900003", None, None)] == ["NIK_INVALID"]
+
+
+@pytest.mark.parametrize(("day", "sex"), [(1, "L"), (31, "L"), (41, "P"), (71, "P")])
+def test_nik_day_bounds_are_accepted(day: int, sex: str) -> None:
+    birth = date(1990, 5, day - 40 if sex == "P" else day)
+    assert check_nik(f"217110{day:02d}05900003", birth, sex) == []
 
 
 def test_nik_separators_are_tolerated_and_removed() -> None:

@@ -501,7 +501,7 @@ class EmbeddedPostgres:
         Connections over TCP need a password (SCRAM); only the server's own Unix socket,
         in a directory only its owner can enter, is trusted.
         """
-        from perlinsos_shared.credentials import state_secret
+        from perlinsos_devruntime.credentials import state_secret
 
         return state_secret(self.state_dir, "postgres-superuser")
 

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from perlinsos_shared.embedded import EmbeddedKafka, EmbeddedStack, free_port, port_is_listening
+from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedStack, free_port, port_is_listening
 
 pytestmark = pytest.mark.flow
 
