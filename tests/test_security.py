@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from perlinsos_cli.cohort import Submission, generate_cohort
 from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.embedded import EmbeddedKafka, free_port
 from perlinsos_shared import access
 from perlinsos_shared.db import create_pool
 from perlinsos_shared.db_roles import READER
-from perlinsos_devruntime.embedded import EmbeddedKafka, free_port
 from perlinsos_shared.envelope import CONTENT_TYPE
 from perlinsos_shared.intake_client import submission_event
 from perlinsos_shared.settings import Settings

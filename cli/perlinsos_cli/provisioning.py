@@ -17,8 +17,8 @@ from pathlib import Path
 
 import asyncpg
 
-from perlinsos_shared.access import ensure_agency_topics
 from perlinsos_devruntime.credentials import state_secret
+from perlinsos_shared.access import ensure_agency_topics
 from perlinsos_shared.db_roles import READER, SERVICES, login_role, login_url, provision
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.signing import (

@@ -22,7 +22,6 @@ from datetime import datetime
 import asyncpg
 
 from perlinsos_registry.agencies import AgencyPolicy
-from perlinsos_registry.origin import Origin
 from perlinsos_registry.intake import (
     DeadLetter,
     Emit,
@@ -33,6 +32,7 @@ from perlinsos_registry.intake import (
     read_intake,
     wanted,
 )
+from perlinsos_registry.origin import Origin
 from perlinsos_registry.reasons import reason
 from perlinsos_registry.store import IntakeStore, PgIntakeStore
 from perlinsos_registry.validation import agency_of_source, identity
