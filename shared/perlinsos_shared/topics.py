@@ -52,7 +52,7 @@ INTAKE = Topic(
 )
 INTAKE_REJECTED = Topic(
     name="registry.intake-rejected.v1",
-    key="agency:request_id",
+    key="agency:request_id (the agency alone when the request id could not be read)",
     partitions=3,
     producer="registry",
     consumers=("upstream agencies",),
@@ -80,6 +80,12 @@ def agency_replies_topic(agency: str) -> str:
     if not agency or not all(c.isascii() and (c.isalnum() or c in "_-") for c in agency):
         raise ValueError(f"not an agency code: {agency[:64]!r}")
     return AGENCY_REPLIES.name.format(agency=agency)
+
+
+def rejection_key(agency: str, request_id: str | None) -> str:
+    """The key of a reply on `registry.intake-rejected.v1`: `AGENCY:request_id`, or the
+    agency alone when the request id could not be read (never `AGENCY:None`)."""
+    return f"{agency}:{request_id}" if request_id else agency
 
 
 PARTICIPANTS = Topic(
@@ -111,6 +117,8 @@ SUMMARIES = Topic(
     compacted=True,
     retention_days=-1,
 )
+
+
 DELIVERIES = Topic(
     name="notify.deliveries.v1",
     key="participant_id",

@@ -42,7 +42,13 @@ from perlinsos_shared.envelope import make_event
 from perlinsos_shared.events import IntakeRejected, Reason
 from perlinsos_shared.masking import mask_nik
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS, agency_replies_topic
+from perlinsos_shared.topics import (
+    INTAKE,
+    INTAKE_REJECTED,
+    PARTICIPANTS,
+    agency_replies_topic,
+    rejection_key,
+)
 
 SOURCE = "perlinsos/registry"
 IN_REPLY_TO = "in-reply-to"
@@ -80,7 +86,7 @@ def reject(
             reasons=reasons,
         ),
     )
-    key, headers = f"{agency}:{request_id}", _reply_headers(m)
+    key, headers = rejection_key(agency, request_id), _reply_headers(m)
     outbox.add(INTAKE_REJECTED.name, key, event, headers)
     if policy is not None and policy.is_known(agency):
         outbox.add(agency_replies_topic(agency), key, event, headers)
@@ -166,7 +172,7 @@ def on_undecodable(record: Record, error: str, outbox: Outbox) -> None:
     )
     headers = record_headers(record)
     reply_headers = {k: v for k, v in headers.items() if k in ("traceparent", "tracestate")}
-    outbox.add(INTAKE_REJECTED.name, f"{agency}:{request_id}", event, reply_headers)
+    outbox.add(INTAKE_REJECTED.name, rejection_key(agency, request_id), event, reply_headers)
 
 
 def _identify_raw(record: Record) -> tuple[str | None, str | None]:
