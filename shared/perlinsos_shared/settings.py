@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     database_url: str | None = None
     state_dir: Path = Field(default=Path(".perlinsos"), alias="PERLINSOS_STATE_DIR")
+    # registry: the file of agencies' registered public keys (perlinsos_shared.signing)
+    agency_keys: Path | None = Field(default=None, alias="PERLINSOS_AGENCY_KEYS")
 
     # Consumer tuning: batches keep round trips off the hot path.
     consumer_max_records: int = Field(default=2000, alias="PERLINSOS_CONSUMER_MAX_RECORDS")

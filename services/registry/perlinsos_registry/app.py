@@ -14,7 +14,9 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
     """The registry service, wired: subscriptions, handlers, background loops."""
     runtime = ServiceRuntime("registry", settings)
     runtime.consume(
-        INTAKE, make_handler(AgencyPolicy.load(), Origin.load()), on_undecodable=on_undecodable
+        INTAKE,
+        make_handler(AgencyPolicy.load(), Origin.load(runtime.settings.agency_keys)),
+        on_undecodable=on_undecodable,
     )
     return runtime
 

@@ -41,9 +41,10 @@ class Origin:
         self._file = KeyRingFile(ring_path)
 
     @classmethod
-    def load(cls) -> Origin:
-        path = os.environ.get(KEYS_ENV)
-        return cls(Path(path) if path else None)
+    def load(cls, path: Path | None = None) -> Origin:
+        """From `path` (the setting `PERLINSOS_AGENCY_KEYS`) or the environment."""
+        given = path or os.environ.get(KEYS_ENV)
+        return cls(Path(given) if given else None)
 
     def check(self, m: Incoming) -> Reason | None:
         """Why `m` is not proven to come from the agency it names, or None."""
