@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Generic, Literal, TypeVar
 
-from perlinsos_eligibility.reasons import reason
+from perlinsos_eligibility.reasons import DecisionCode, reason
 from perlinsos_eligibility.rules import RuleBook, RuleSet
 from perlinsos_shared.events import Address, DecisionReason, FundingLine, Occupation
 from perlinsos_shared.wilayah import find_kelurahan
@@ -38,7 +38,7 @@ class Check:
     rule: Rule
     passed: bool
     detail: str
-    code: str | None = None  # the reason code when it failed
+    code: DecisionCode | None = None  # the reason code when it failed
     # the rule's values behind a failure (bounds, year, next funded month), for the message
     params: Mapping[str, str | int] = field(default_factory=dict)
 

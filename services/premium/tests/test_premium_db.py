@@ -28,7 +28,7 @@ from perlinsos_shared.db import open_service_db
 from perlinsos_shared.envelope import RawEnvelope
 from perlinsos_shared.outbox import Outbox
 
-pytestmark = pytest.mark.flow
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 L30 = "PERWAKO-30-2025"
 
