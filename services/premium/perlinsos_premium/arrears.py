@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cache
+from typing import Any
 
 import holidays
 
@@ -137,3 +138,13 @@ def line_arrears(
             last = next_period(first, terms.lapse_after_months - 1)
             state.lapses_on = missed_on(last, terms, non_working)
     return out
+
+
+def arrears_fields(state: LineArrearsState | None) -> dict[str, Any]:
+    """A line's arrears as the summary extras and the export carry them."""
+    return {
+        "lapse_risk": bool(state and state.lapse_risk),
+        "months_unpaid": state.months_unpaid if state else 0,
+        "people_at_risk": state.people_at_risk if state else 0,
+        "lapses_on": state.lapses_on if state else None,
+    }

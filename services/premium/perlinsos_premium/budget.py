@@ -9,6 +9,8 @@ and tells finance how many are above the funded places and what that costs.
 
 from __future__ import annotations
 
+from typing import Any
+
 THRESHOLDS_PCT: tuple[int, ...] = (80, 100)
 
 
@@ -32,3 +34,13 @@ def above_quota_cost(contributions_idr: int, participants: int, above: int) -> i
     if participants <= 0 or above <= 0:
         return 0
     return contributions_idr * above // participants
+
+
+def places_fields(places: int | None, participants: int, contributions_idr: int) -> dict[str, Any]:
+    """Funded places, people above them and their cost, as summaries and exports carry them."""
+    above = above_quota(participants, places)
+    return {
+        "places_funded": places,
+        "above_quota": above,
+        "above_quota_idr": above_quota_cost(contributions_idr, participants, above),
+    }

@@ -110,7 +110,7 @@ def status(
     date cover lapses if nothing is paid, and people billed above the funded places."""
     from perlinsos_premium.arrears import due_date
     from perlinsos_premium.billing import fiscal_year
-    from perlinsos_premium.budget import above_quota, above_quota_cost
+    from perlinsos_premium.budget import places_fields
     from perlinsos_premium.queries import liability_by_line
     from perlinsos_premium.summaries import arrears_now, funded_places, load_terms
 
@@ -157,12 +157,12 @@ def status(
         state = arrears.get(line.value)
         billed = liability.get(line.value, {})
         funded = places.get((line.value, fiscal_year(this_month)))
-        above = above_quota(billed.get("participants", 0), funded)
-        cost = above_quota_cost(
-            billed.get("jkk_idr", 0) + billed.get("jkm_idr", 0),
+        over = places_fields(
+            funded,
             billed.get("participants", 0),
-            above,
+            billed.get("jkk_idr", 0) + billed.get("jkm_idr", 0),
         )
+        above, cost = over["above_quota"], over["above_quota_idr"]
         lapses = state.lapses_on if state and state.lapse_risk else None
         lines.add_row(
             line.value,

@@ -20,8 +20,9 @@ from typing import Any
 
 import asyncpg
 
+from perlinsos_premium.arrears import arrears_fields
 from perlinsos_premium.billing import fiscal_year, period_index
-from perlinsos_premium.budget import above_quota, above_quota_cost
+from perlinsos_premium.budget import places_fields
 from perlinsos_premium.summaries import arrears_now, budget_position, funded_places
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.events import FundingLine
@@ -174,8 +175,6 @@ async def gather(pool: asyncpg.Pool, period: str, today: date) -> FinanceExport:
         budget, used = budgets.get((line, fiscal_year(period)), (0, 0))
         state = arrears.get(line)
         billed = r["participants"] if r else 0
-        funded = places.get((line, fiscal_year(period)))
-        above = above_quota(billed, funded)
         lines.append(
             LineTotals(
                 funding_line=line,
@@ -188,14 +187,11 @@ async def gather(pool: asyncpg.Pool, period: str, today: date) -> FinanceExport:
                 budget_idr=budget,
                 budget_used_idr=used,
                 paid_idr=paid.get((line, period), 0),
-                lapse_risk=bool(state and state.lapse_risk),
-                months_unpaid=state.months_unpaid if state else 0,
-                people_at_risk=state.people_at_risk if state else 0,
-                lapses_on=state.lapses_on if state else None,
-                places_funded=funded,
-                above_quota=above,
-                above_quota_idr=above_quota_cost(
-                    (int(r["jkk_idr"]) + int(r["jkm_idr"])) if r else 0, billed, above
+                **arrears_fields(state),
+                **places_fields(
+                    places.get((line, fiscal_year(period))),
+                    billed,
+                    (int(r["jkk_idr"]) + int(r["jkm_idr"])) if r else 0,
                 ),
             )
         )

@@ -20,15 +20,17 @@ from perlinsos_premium.arrears import (
     LineArrearsState,
     LineMonth,
     Terms,
+    arrears_fields,
     due_date,
     line_arrears,
     missed_on,
 )
 from perlinsos_premium.billing import fiscal_year
-from perlinsos_premium.budget import above_quota, above_quota_cost, crossed
+from perlinsos_premium.budget import crossed, places_fields
 from perlinsos_shared.envelope import make_event
 from perlinsos_shared.events import FundingLine, PremiumSummaryWithArrears
 from perlinsos_shared.outbox import Outbox
+from perlinsos_shared.sql import insert_rows
 from perlinsos_shared.topics import SUMMARIES
 
 log = logging.getLogger("perlinsos.premium")
@@ -120,7 +122,6 @@ async def build_events(
         state = arrears.get(line)
         paid_idr = m.paid_idr if m else 0
         funded = places.get((line, fiscal_year(period)))
-        above = above_quota(r["participants"], funded)
         out.append(
             PremiumSummaryWithArrears(
                 funding_line=FundingLine(line),
@@ -137,15 +138,8 @@ async def build_events(
                 paid_idr=paid_idr,
                 outstanding_idr=max(0, amount - paid_idr),
                 overdue_periods=list(state.overdue) if state else [],
-                lapse_risk=state.lapse_risk if state else False,
-                months_unpaid=state.months_unpaid if state else 0,
-                people_at_risk=state.people_at_risk if state else 0,
-                lapses_on=state.lapses_on if state else None,
-                places_funded=funded,
-                above_quota=above,
-                above_quota_idr=above_quota_cost(
-                    int(r["jkk_idr"]) + int(r["jkm_idr"]), r["participants"], above
-                ),
+                **arrears_fields(state),
+                **places_fields(funded, r["participants"], int(r["jkk_idr"]) + int(r["jkm_idr"])),
             )
         )
     await _budget_alerts(
@@ -247,13 +241,12 @@ async def warn_missed_due_dates(pool: asyncpg.Pool, today: date) -> int:
         if not missed:
             return 0
         terms = await load_terms(conn)
-        fresh = await conn.fetch(
-            "INSERT INTO arrears_alerts (funding_line, period, missed_on)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[])"
-            " ON CONFLICT DO NOTHING RETURNING funding_line, period, missed_on",
-            [s.funding_line for s, _ in missed],
-            [p for _, p in missed],
-            [missed_on(p, terms) for _, p in missed],
+        fresh = await insert_rows(
+            conn,
+            "arrears_alerts",
+            (("funding_line", "text"), ("period", "text"), ("missed_on", "date")),
+            [(s.funding_line, p, missed_on(p, terms)) for s, p in missed],
+            then="ON CONFLICT DO NOTHING RETURNING funding_line, period",
         )
         for r in fresh:
             state = arrears[r["funding_line"]]
