@@ -166,6 +166,14 @@ def free_places(rule_set: RuleSet, day: date, holders: int) -> int:
     return max(0, rule_set.quota_on(day) - holders)
 
 
+def above_quota(rule_set: RuleSet, day: date, holders: int) -> int:
+    """Holders beyond the quota of `day`'s fiscal year. When a quota falls at a year
+    change (transport: 13,500 in 2025, 10,285 in 2026) holders keep their cover until
+    they exit, nobody is evicted, and `free_places` admits nobody new until holders are
+    below the quota again; this says by how many the line is over."""
+    return max(0, holders - rule_set.quota_on(day))
+
+
 # --- allocation ---------------------------------------------------------------------
 
 T = TypeVar("T")
