@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen
 
-.PHONY: run up test lint typecheck unit db flow bench asyncapi sync clean
+.PHONY: run up test test-faults soak lint typecheck unit db flow bench asyncapi sync clean
 
 .venv/.synced: uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -40,6 +40,16 @@ db: sync
 ## Services as real processes on a real broker and PostgreSQL.
 flow: sync
 	$(RUN) pytest -m flow
+
+## The fault suite: each fault against a fault-free run of the same submissions, one
+## table at the end (FAULTS_SIZE=5000, FAULTS_RATE=50, FAULTS_SHORT=1; docs/RELIABILITY.md).
+test-faults: sync
+	$(RUN) pytest faults -p no:cacheprovider
+
+## Intake at a fixed rate with faults now and then; memory, lag and backlog sampled
+## (SOAK_ARGS="--rate 100 --minutes 10").
+soak: sync
+	$(RUN) python -m faults.soak $(SOAK_ARGS)
 
 ## Benchmarks (separate from tests; figures go in docs/benchmarks.md).
 bench: sync
