@@ -29,6 +29,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from perlinsos_devruntime.tcpproxy import TcpProxy
 from perlinsos_shared.db import SHARED_MIGRATIONS, create_pool, migrate
 from perlinsos_shared.kafka import ensure_topics, make_producer
 from perlinsos_shared.outbox import OutboxRelay, hold, replay
@@ -41,47 +42,6 @@ pytestmark = pytest.mark.flow
 SERVICE = "relaytest"
 OUTAGE_S = float(os.environ.get("PERLINSOS_TEST_OUTAGE_S", "20"))
 KEYS = [f"P{i}" for i in range(7)]
-
-
-class CuttableProxy:
-    """A TCP proxy to PostgreSQL that can cut every connection and refuse new ones."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        """Close the listening socket (new connections are refused) and every connection."""
-        assert self._server is not None
-        self._server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        self._writers.clear()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
 
 
 def _via(url: str, port: int) -> str:
@@ -172,8 +132,7 @@ async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
 ) -> None:
     caplog.set_level(logging.INFO, logger="perlinsos.supervisor")
     direct = postgres.admin_url
-    proxy = CuttableProxy(postgres.port)
-    await proxy.open()
+    proxy = await asyncio.to_thread(TcpProxy(postgres.port).start)
     settings = settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap})
     await ensure_topics(settings)
     # the relay reaches PostgreSQL only through the proxy; the command timeout bounds a
@@ -201,13 +160,13 @@ async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
         await received.wait_for(150)
 
         # 1. PostgreSQL unreachable: connections cut, new ones refused, for OUTAGE_S
-        await proxy.cut()
+        await asyncio.to_thread(proxy.cut)
         await _write(direct, 150, 50)  # handlers elsewhere keep committing
         await _until(lambda: supervisor.failing() == ["outbox-relay"], "relay not failing")
         await asyncio.sleep(max(0.0, OUTAGE_S - 1))
         assert len(received.distinct()) == 150
         await _write(direct, 200, 50)
-        await proxy.open()
+        await asyncio.to_thread(proxy.restore)
         await received.wait_for(250)
         await _until(lambda: supervisor.failing() == [], "relay did not recover", timeout=30)
         restarts_after_cut = loop.restarts
@@ -229,8 +188,7 @@ async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
         await received.stop()
         await producer.stop()
         await pool.close()
-        if proxy._server is not None:
-            await proxy.cut()
+        await asyncio.to_thread(proxy.stop)
 
     assert received.distinct() == set(range(350))
     for key, numbers in received.per_key.items():
