@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner
@@ -13,19 +12,10 @@ from perlinsos_premium.cli import app
 from perlinsos_premium.ledger import roll_period
 from perlinsos_shared.clock import current_period
 from perlinsos_shared.db import open_service_db
-from perlinsos_shared.settings import get_settings
 
 pytestmark = pytest.mark.flow
 
 L30 = "PERWAKO-30-2025"
-
-
-@pytest.fixture
-def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def test_status_shows_missed_due_dates_people_at_risk_and_places_above_quota(
