@@ -257,7 +257,7 @@ def _chunks(subs: Sequence[Submission], size: int) -> Iterator[Sequence[Submissi
         yield subs[i : i + size]
 
 
-async def _publish(bootstrap: str, subs: Sequence[Submission], timeout: float = 15) -> bool:
+async def publish(bootstrap: str, subs: Sequence[Submission], timeout: float = 15) -> bool:
     try:
         await asyncio.wait_for(
             publish_submissions(bootstrap, ((s.agency, s.data["nik"], s.data) for s in subs)),
@@ -292,7 +292,7 @@ async def drive(
     for n, chunk in enumerate(_chunks(subs, step)):
         due = started + n * step / rate
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        await _publish(run.bootstrap, chunk)
+        await publish(run.bootstrap, chunk)
         now = time.monotonic()
         for s in chunk:
             sent_at[(s.agency, s.request_id)] = now
@@ -309,7 +309,7 @@ async def drive(
             pending, answered = await _pending(run)
             now = time.monotonic()
             if answered < len(subs):
-                await _resubmit(run, by_key, sent_at, result)
+                await resubmit_unanswered(run, by_key, sent_at, result)
             fp = await fingerprint(run)
             fault_over = fault_task is None or fault_task.done()
             settled = (
@@ -341,7 +341,7 @@ async def drive(
     return result
 
 
-async def _resubmit(
+async def resubmit_unanswered(
     run: FaultRun,
     by_key: dict[tuple[str, str], Submission],
     sent_at: dict[tuple[str, str], float],
@@ -354,7 +354,7 @@ async def _resubmit(
         return
     answered = await _answered(run)
     again = [by_key[k] for k in by_key if k in sent_at and k not in answered and k in stale]
-    if again and await _publish(run.bootstrap, again):
+    if again and await publish(run.bootstrap, again):
         result.resubmitted += len(again)
         for s in again:
             sent_at[(s.agency, s.request_id)] = time.monotonic()

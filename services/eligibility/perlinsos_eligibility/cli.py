@@ -20,7 +20,7 @@ from rich.table import Table
 
 from perlinsos_eligibility.app import promote_waiting
 from perlinsos_eligibility.config import rule_book
-from perlinsos_eligibility.domain import assess, window_check
+from perlinsos_eligibility.domain import above_quota, assess, window_check
 from perlinsos_eligibility.placement import Placement
 from perlinsos_eligibility.rules import RuleBook
 from perlinsos_eligibility.store import by_nik_hash, decision_history, read_places
@@ -242,6 +242,7 @@ async def places(database_url: str, book: RuleBook | None = None) -> list[dict[s
                 "quota": rule_set.quota_on(today) if rule_set else 0,
                 "funded_now": bool(rule_set and rule_set.funded_on(today)),
                 "holders": r["holders"],
+                "above_quota": above_quota(rule_set, today, r["holders"]) if rule_set else 0,
                 "waiting": r["waiting"],
                 "consistent": r["holders"] == r["counted_holders"]
                 and r["waiting"] == r["counted_waiting"],
@@ -254,21 +255,35 @@ async def places(database_url: str, book: RuleBook | None = None) -> list[dict[s
 def places_command(
     database_url: str | None = typer.Option(None, envvar="DATABASE_URL", hidden=True),
 ) -> None:
-    """Quota, places taken and waitlist length per funding line, today."""
+    """Quota, places taken, holders above the quota and waitlist length per funding line.
+
+    Holders above a quota that fell at the year change keep their cover; nobody new is
+    admitted until they are below it. What they cost: `perlinsos premium status`.
+    """
     table = Table(title=f"places on {today_local()}")
-    for col in ("line", "rule version", "quota", "funded now", "eligible", "waiting", "ok"):
+    columns = ("line", "rule version", "quota", "funded now", "eligible", "above quota")
+    for col in (*columns, "waiting", "ok"):
         table.add_column(col)
-    for p in asyncio.run(places(database_url or "")):
+    rows = asyncio.run(places(database_url or ""))
+    for p in rows:
         table.add_row(
             p["funding_line"],
             str(p["rule_version"]),
             f"{p['quota']:,}",
             "yes" if p["funded_now"] else "no",
             f"{p['holders']:,}",
+            f"[yellow]{p['above_quota']:,}[/yellow]" if p["above_quota"] else "0",
             f"{p['waiting']:,}",
             "yes" if p["consistent"] else "[red]counter drift[/red]",
         )
     console.print(table)
+    for p in rows:
+        if p["above_quota"]:
+            console.print(
+                f"{p['funding_line']}: {p['above_quota']:,} holder(s) above the "
+                f"{today_local().year} quota keep their cover; no newcomer is admitted until "
+                "holders are below it (cost: `perlinsos premium status`)"
+            )
 
 
 @app.command("promote")

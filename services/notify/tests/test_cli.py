@@ -14,7 +14,7 @@ from perlinsos_shared.settings import get_settings
 
 from .conftest import decision, sms_settings, store
 
-pytestmark = pytest.mark.flow
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 
 @pytest.fixture

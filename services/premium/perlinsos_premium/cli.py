@@ -93,19 +93,25 @@ def status(
         None, callback=operator.period, help="Show only this month (YYYY-MM)."
     ),
 ) -> None:
-    """Per funding line: owed, paid, outstanding, overdue months and lapse risk."""
+    """Per funding line: owed, paid, outstanding, due dates missed, people at risk, the
+    date cover lapses if nothing is paid, and people billed above the funded places."""
     from perlinsos_premium.arrears import due_date
-    from perlinsos_premium.summaries import arrears_now, load_terms
+    from perlinsos_premium.billing import fiscal_year
+    from perlinsos_premium.budget import places_fields
+    from perlinsos_premium.queries import liability_by_line
+    from perlinsos_premium.summaries import arrears_now, funded_places, load_terms
 
     today = today_local()
+    this_month = current_period()
 
     async def load(pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
         months, arrears = await arrears_now(pool, today)
-        return months, arrears, await load_terms(pool)
+        liability = await liability_by_line(pool, this_month)
+        return months, arrears, await load_terms(pool), await funded_places(pool), liability
 
-    months, arrears, terms = _with_pool(load)
+    months, arrears, terms, places, liability = _with_pool(load)
     table = Table(title=f"premium per line and month (today {today.isoformat()})")
-    for col in ("funding line", "month", "owed", "paid", "outstanding", "due", "overdue"):
+    for col in ("funding line", "month", "owed", "paid", "outstanding", "due", "missed"):
         table.add_column(col, justify="left" if col in ("funding line", "month") else "right")
     for m in months:
         if period and m.period != period:
@@ -119,15 +125,56 @@ def status(
             idr(m.paid_idr),
             idr(m.outstanding_idr),
             due_date(m.period, terms).isoformat(),
-            f"[red]{late} mo[/red]" if late else "-",
+            f"[red]{late} due date(s)[/red]" if late else "-",
         )
     console.print(table)
+    lines = Table(title=f"per funding line, {this_month}")
+    for col in (
+        "funding line",
+        "months unpaid",
+        "people at risk",
+        "cover lapses on",
+        "places funded",
+        "billed",
+        "above quota",
+        "cost above quota",
+    ):
+        lines.add_column(col, justify="left" if col == "funding line" else "right")
     for line in FundingLine:
         state = arrears.get(line.value)
-        if state and state.lapse_risk:
+        billed = liability.get(line.value, {})
+        funded = places.get((line.value, fiscal_year(this_month)))
+        over = places_fields(
+            funded,
+            billed.get("participants", 0),
+            billed.get("jkk_idr", 0) + billed.get("jkm_idr", 0),
+        )
+        above, cost = over["above_quota"], over["above_quota_idr"]
+        lapses = state.lapses_on if state and state.lapse_risk else None
+        lines.add_row(
+            line.value,
+            f"[red]{state.months_unpaid}[/red]" if state and state.months_unpaid else "0",
+            f"{state.people_at_risk:,}" if state else "0",
+            f"[bold red]{lapses.isoformat()}[/bold red]" if lapses else "-",
+            "?" if funded is None else f"{funded:,}",
+            f"{billed.get('participants', 0):,}",
+            f"[yellow]{above:,}[/yellow]" if above else "0",
+            f"{idr(cost)}/month" if above else "-",
+        )
+    console.print(lines)
+    for line in FundingLine:
+        state = arrears.get(line.value)
+        if state and state.lapse_risk and state.lapses_on:
             console.print(
-                f"[bold red]{line.value}: LAPSE RISK[/bold red] - unpaid months "
-                f"{', '.join(state.overdue)}; participants lose cover after 3 unpaid months"
+                f"[bold red]{line.value}: LAPSE RISK[/bold red] - {state.months_unpaid} "
+                f"month(s) unpaid past due ({', '.join(state.overdue)}); "
+                + (
+                    f"{state.people_at_risk:,} people lost their cover on "
+                    f"{state.lapses_on.isoformat()}: they must register again"
+                    if state.lapsed(today)
+                    else f"{state.people_at_risk:,} people lose their cover on "
+                    f"{state.lapses_on.isoformat()} unless the line is paid before"
+                )
             )
 
 
