@@ -11,8 +11,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from perlinsos_cli.stack import Stack
 from perlinsos_eligibility import cli
@@ -226,7 +228,7 @@ async def test_two_instances_never_over_fill_a_quota(
         FundingLine.PERWAKO_49_2025: 90,
     }
     rules = write_rules(tmp_path / "rules", quotas)
-    stack.start_services(
+    instances = stack.start_services(
         ("eligibility", "eligibility"),
         extra_env={
             "PERLINSOS_ELIGIBILITY_RULES_DIR": str(rules),
@@ -253,3 +255,20 @@ async def test_two_instances_never_over_fill_a_quota(
     places = {p["funding_line"]: p for p in await cli.places(stack.database_url)}
     for line, quota in quotas.items():
         assert places[line.value]["holders"] == quota and places[line.value]["consistent"]
+    # the race happened: each instance applied part of the enrolments (its own /metrics)
+    applied = [await applied_enrolments(svc.health_url) for svc in instances]
+    assert all(n > 0 for n in applied), applied
+    assert sum(applied) >= total, applied
+
+
+async def applied_enrolments(health_url: str) -> float:
+    """`perlinsos_messages_applied_total` for registry.participants.v1 on one instance."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{health_url}/metrics", timeout=10)).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "perlinsos_messages_applied_total"
+        and sample.labels.get("topic") == PARTICIPANTS.name
+    )
