@@ -94,11 +94,12 @@ async def people(conn: asyncpg.Connection, ids: Sequence[str], *, lock: bool) ->
     return {r["participant_id"]: _person(r) for r in rows}
 
 
-async def by_nik_hash(conn: asyncpg.Connection, nik_hash: str) -> Person | None:
+async def by_nik_hash(conn: asyncpg.Connection, nik_hashes: Sequence[str]) -> Person | None:
+    """The participant with one of these NIK pseudonyms (current key first, then older)."""
     row = await conn.fetchrow(
-        f"SELECT {_PERSON_COLUMNS} FROM participants WHERE nik_hash = $1"
+        f"SELECT {_PERSON_COLUMNS} FROM participants WHERE nik_hash = ANY($1::text[])"
         " ORDER BY enrolled_at DESC LIMIT 1",
-        nik_hash,
+        list(nik_hashes),
     )
     return _person(row) if row else None
 

@@ -29,7 +29,7 @@ from perlinsos_shared.events import (
     ParticipantEnrolled,
     ParticipantExited,
 )
-from perlinsos_shared.settings import Settings
+from perlinsos_shared.settings import Settings, get_settings
 from perlinsos_shared.topics import DECISIONS, PARTICIPANTS
 
 pytestmark = pytest.mark.flow
@@ -139,7 +139,7 @@ def of(decisions: list[dict[str, Any]], line: FundingLine) -> list[dict[str, Any
 
 
 async def test_quota_waitlist_and_promotion_oldest_first(
-    stack: Stack, settings: Settings, tmp_path: Path
+    stack: Stack, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n, k, j = 5, 4, 2
     line = FundingLine.PERWAKO_3_2023
@@ -203,7 +203,10 @@ async def test_quota_waitlist_and_promotion_oldest_first(
     places = {p["funding_line"]: p for p in await cli.places(stack.database_url)}
     assert (places[line.value]["holders"], places[line.value]["waiting"]) == (n, k - j)
     assert places[line.value]["consistent"]
-    # explain names the rules and the version; an unknown NIK is None
+    # explain names the rules and the version; an unknown NIK is None. NIKs are found by
+    # their keyed pseudonym: this process uses the stack's key (its state directory).
+    monkeypatch.setenv("PERLINSOS_STATE_DIR", str(stack.state_dir.resolve()))
+    get_settings.cache_clear()
     explained = await cli.explain(stack.database_url, people[0].nik)
     assert explained is not None and explained["rule_version"] == f"{line.value}@test"
     assert {c["rule"] for c in explained["checks"]} >= {"DOMICILE", "AGE", "QUOTA"}

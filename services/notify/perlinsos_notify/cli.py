@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perlinsos_shared.clock import BATAM_TZ
-from perlinsos_shared.masking import mask_nik, mask_phone, pseudonym
+from perlinsos_shared.masking import mask_nik, mask_phone, pseudonyms
 from perlinsos_shared.operator import database_url, fail, open_operator_pool, with_pool
 
 app = typer.Typer(help="Operator commands of the notify service.", no_args_is_help=True)
@@ -36,7 +36,8 @@ async def find_messages(database_url: str, who: str) -> list[dict[str, Any]]:
     try:
         if len(who) == 16 and who.isdigit():
             rows = await pool.fetch(
-                MESSAGES_SQL + " WHERE nik_hash = $1 ORDER BY created_at", pseudonym(who)
+                MESSAGES_SQL + " WHERE nik_hash = ANY($1::text[]) ORDER BY created_at",
+                pseudonyms(who),
             )
         else:
             rows = await pool.fetch(
