@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from perlinsos_shared.db_roles import is_privileged
+from perlinsos_shared.sql import json_text
 
 log = logging.getLogger("perlinsos.db")
 
@@ -53,14 +54,10 @@ async def _bootstrap(url: str, service: str) -> bool:
         await conn.close()
 
 
-def _json_text(value: object) -> str:
-    return orjson.dumps(value).decode()
-
-
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("jsonb", "json"):
         await conn.set_type_codec(
-            name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
+            name, encoder=json_text, decoder=orjson.loads, schema="pg_catalog"
         )
 
 

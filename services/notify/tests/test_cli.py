@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner
 
 from perlinsos_notify.cli import app
 from perlinsos_shared.db import open_service_db
-from perlinsos_shared.settings import get_settings
 
 from .conftest import decision, sms_settings, store
 
-pytestmark = pytest.mark.flow
-
-
-@pytest.fixture
-def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 
 def test_status_by_nik_and_failures(cli_env: str) -> None:
@@ -40,7 +30,7 @@ def test_status_by_nik_and_failures(cli_env: str) -> None:
     runner = CliRunner()
     shown = runner.invoke(app, ["status", nik], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
-    assert "undeliverable" in shown.output and "NOMOR_BUKAN_SELULER" in shown.output
+    assert "undeliverable" in shown.output and "PHONE_NOT_MOBILE" in shown.output
     assert "217101********01" in shown.output and nik not in shown.output
     assert "+62778123456" not in shown.output  # the phone is masked too
     by_id = runner.invoke(app, ["status", d.participant_id], env={"COLUMNS": "200"})
@@ -48,5 +38,5 @@ def test_status_by_nik_and_failures(cli_env: str) -> None:
     missing = runner.invoke(app, ["status", "2171019999990001"])
     assert missing.exit_code == 1
     failed = runner.invoke(app, ["failures"], env={"COLUMNS": "200"})
-    assert failed.exit_code == 0 and "NOMOR_BUKAN_SELULER" in failed.output
+    assert failed.exit_code == 0 and "PHONE_NOT_MOBILE" in failed.output
     assert "pending" not in failed.output

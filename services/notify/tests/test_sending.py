@@ -10,7 +10,7 @@ from collections import Counter
 import asyncpg
 import pytest
 
-from perlinsos_notify.delivery import BATAS_PERCOBAAN, NOMOR_BUKAN_SELULER, NOMOR_TIDAK_VALID
+from perlinsos_notify.delivery import PHONE_INVALID, PHONE_NOT_MOBILE, RETRIES_EXHAUSTED
 from perlinsos_notify.handlers import CLAIM_SQL, Sender
 from perlinsos_notify.providers import make_provider
 from perlinsos_notify.testing import FakeTwilio, fault
@@ -19,7 +19,7 @@ from perlinsos_shared.topics import DELIVERIES
 
 from .conftest import decision, run_until, sms_settings, store
 
-pytestmark = pytest.mark.flow
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 
 def sender(settings: Settings, pool: asyncpg.Pool, **kwargs: object) -> Sender:
@@ -97,10 +97,10 @@ async def test_last_attempt_fails_the_message_and_reports_it(
     fake.script(["503", "500", "503", "ok"])
     await run_until([sender(settings, notify_pool)], lambda: settled(notify_pool))
     row = await notify_pool.fetchrow("SELECT status, attempts, error_code FROM messages")
-    assert (row["status"], row["attempts"], row["error_code"]) == ("failed", 3, BATAS_PERCOBAAN)
+    assert (row["status"], row["attempts"], row["error_code"]) == ("failed", 3, RETRIES_EXHAUSTED)
     assert fake.messages == []
     [delivery] = await deliveries(notify_pool)
-    assert delivery["status"] == "failed" and delivery["code"] == BATAS_PERCOBAAN
+    assert delivery["status"] == "failed" and delivery["code"] == RETRIES_EXHAUSTED
 
 
 async def test_landlines_and_invalid_numbers_are_undeliverable_and_repeats_are_one(
@@ -118,8 +118,8 @@ async def test_landlines_and_invalid_numbers_are_undeliverable_and_repeats_are_o
         for r in await notify_pool.fetch("SELECT decision_id, status, error_code FROM messages")
     }
     assert status == {
-        landline.decision_id: ("undeliverable", NOMOR_BUKAN_SELULER),
-        invalid.decision_id: ("undeliverable", NOMOR_TIDAK_VALID),
+        landline.decision_id: ("undeliverable", PHONE_NOT_MOBILE),
+        invalid.decision_id: ("undeliverable", PHONE_INVALID),
         good.decision_id: ("accepted", None),
     }
     assert [m["to"] for m in fake.messages] == [good.phone_e164]
