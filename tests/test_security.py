@@ -54,6 +54,8 @@ def secure_stack(
         DATABASE_URL=_with_database(postgres_server_url, name),
         PERLINSOS_STATE_DIR=root / "state",
         PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS=3000,
+        # the embedded broker does not implement Kafka's idempotent producer
+        **({"PERLINSOS_KAFKA_IDEMPOTENT": False} if kafka is not None else {}),
     )
     stack = Stack(settings, http_port_base=0)
     try:

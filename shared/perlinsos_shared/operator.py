@@ -99,11 +99,11 @@ def database_url(settings: Settings | None = None) -> str:
     return url
 
 
-def writer_url(service: str) -> str:
+def writer_url(service: str, settings: Settings | None = None) -> str:
     """Where a command that changes `service`'s state logs in: the service's own login from
     a running `perlinsos up` (reads go through the operators' read-only login), or the
     configured `DATABASE_URL`."""
-    return database_url(writer_settings(service))
+    return database_url(writer_settings(service, settings or operator_settings()))
 
 
 def bootstrap_servers(settings: Settings | None = None) -> str:
@@ -127,7 +127,7 @@ async def open_operator_pool(
     `url` or the configured database; the caller closes it. Without `writes` it is the
     operators' read-only login when `perlinsos up` runs; with it (or `migrate`, which
     creates tables), the service's own."""
-    url = url or (writer_url(service) if writes or migrate else database_url(settings))
+    url = url or (writer_url(service, settings) if writes or migrate else database_url(settings))
     opening: Awaitable[asyncpg.Pool] = (
         open_service_db(url, service, pool_size=size)
         if migrate

@@ -162,12 +162,12 @@ def resolved_settings() -> Settings:
     return settings.model_copy(update=update)
 
 
-def writer_settings(service: str) -> Settings:
+def writer_settings(service: str, settings: Settings | None = None) -> Settings:
     """Settings for an operator command that changes `service`'s state: its own login
     from a running `perlinsos up` (other commands read through the read-only login)."""
     import json
 
-    settings = resolved_settings()
+    settings = settings or resolved_settings()
     path = settings.state_dir / STACK_FILE
     if get_settings().database_url or not path.exists():
         return settings

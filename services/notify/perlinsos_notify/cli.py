@@ -32,7 +32,7 @@ MESSAGES_SQL = (
 
 async def find_messages(database_url: str, who: str) -> list[dict[str, Any]]:
     """Messages of one participant: by NIK (16 digits) or by participant id."""
-    pool = await open_operator_pool("notify", database_url, migrate=True, size=1)
+    pool = await open_operator_pool("notify", database_url, size=1)  # reads only
     try:
         if len(who) == 16 and who.isdigit():
             rows = await pool.fetch(
@@ -113,7 +113,7 @@ def failures(
         )
         return [dict(r) for r in rows]
 
-    rows = with_pool("notify", fetch, migrate=True, size=1)
+    rows = with_pool("notify", fetch, size=1)  # reads only
     table = Table(title=f"SMS not delivered ({len(rows)})")
     for col in ("participant", "NIK", "to", "message", "status", "reason", "when"):
         table.add_column(col)
