@@ -59,7 +59,8 @@ def secure_stack(
     )
     stack = Stack(settings, http_port_base=0)
     try:
-        stack.start()
+        stack.start_infrastructure()
+        stack.start_services(timeout=240)  # generous: the machine may be shared and busy
         yield stack
     finally:
         stack.stop()
