@@ -109,8 +109,7 @@ def hold(
         list(SERVICES), "--service", "-s", help="only these services (repeatable)"
     ),
 ) -> None:
-    """Stop the relays publishing (before rebuilding a broker that lost its topics);
-    `replay` lets them go on, oldest event first."""
+    """Stop the relays publishing until `replay` (while a broker is rebuilt)."""
     asyncio.run(hold_all(_database_url(), _known(service)))
     for name in service:
         console.print(f"{name}: relay held until `perlinsos outbox replay`")
