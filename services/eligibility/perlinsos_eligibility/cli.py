@@ -24,12 +24,12 @@ from perlinsos_eligibility.domain import above_quota, assess, window_check
 from perlinsos_eligibility.placement import Placement
 from perlinsos_eligibility.rules import RuleBook
 from perlinsos_eligibility.store import by_nik_hash, decision_history, read_places
+from perlinsos_shared import operator
 from perlinsos_shared.clock import now_local, today_local
-from perlinsos_shared.db import open_service_db
 from perlinsos_shared.events import FundingLine
 from perlinsos_shared.masking import mask_nik, pseudonym
+from perlinsos_shared.operator import open_operator_pool
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.settings import resolved_settings
 
 app = typer.Typer(help="Operator commands of the eligibility service.", no_args_is_help=True)
 console = Console()
@@ -41,10 +41,7 @@ def _root() -> None:
 
 
 async def _pool(database_url: str | None) -> asyncpg.Pool:
-    url = database_url or resolved_settings().database_url
-    if not url:
-        raise typer.BadParameter("DATABASE_URL is not set and no `perlinsos up` is running")
-    return await open_service_db(url, "eligibility", pool_size=2)
+    return await open_operator_pool("eligibility", database_url, migrate=True)
 
 
 # --- reevaluate ---------------------------------------------------------------------
@@ -93,8 +90,10 @@ async def reevaluate(
 
 @app.command("reevaluate")
 def reevaluate_command(
-    line: FundingLine = typer.Option(..., "--line", help="funding line, e.g. PERWAKO-30-2025"),
-    as_of: str = typer.Option(..., "--as-of", help="date the rules are taken from (YYYY-MM-DD)"),
+    line: FundingLine = typer.Option(..., "--line", help="The funding line to re-decide."),
+    as_of: str = typer.Option(
+        ..., "--as-of", callback=operator.day, help="The date whose rules apply (YYYY-MM-DD)."
+    ),
     database_url: str | None = typer.Option(None, envvar="DATABASE_URL", hidden=True),
 ) -> None:
     """After a rule change: re-decide a line's participants; publish only changed outcomes."""
@@ -172,24 +171,30 @@ def _checks_table(title: str, checks: list[dict[str, Any]]) -> Table:
     for col in ("rule", "result", "detail", "code"):
         table.add_column(col)
     for c in checks:
-        ok = "[green]lulus[/green]" if c["passed"] else "[red]gagal[/red]"
+        ok = "[green]passed[/green]" if c["passed"] else "[red]failed[/red]"
         table.add_row(str(c["rule"]), ok, str(c["detail"]), str(c.get("code") or ""))
     return table
 
 
 @app.command("explain")
 def explain_command(
-    nik: str = typer.Argument(..., help="the participant's NIK (16 digits)"),
-    as_of: str | None = typer.Option(None, "--as-of", help="also check again under that date"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    nik: str = typer.Argument(
+        ..., callback=operator.nik, help="The participant's NIK (16 digits)."
+    ),
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        callback=operator.day,
+        help="Also check the rules again as on this date (YYYY-MM-DD).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     database_url: str | None = typer.Option(None, envvar="DATABASE_URL", hidden=True),
 ) -> None:
     """Which rules passed and failed for one participant, and under which version."""
     day = date.fromisoformat(as_of) if as_of else None
     found = asyncio.run(explain(database_url or "", nik, day))
     if found is None:
-        console.print(f"no participant with NIK {mask_nik(nik.strip())} in eligibility")
-        raise typer.Exit(1)
+        operator.fail(f"no participant with NIK {mask_nik(nik)} in eligibility", 1)
     if as_json:
         print(json.dumps(found, indent=2))
         return

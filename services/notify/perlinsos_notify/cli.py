@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from perlinsos_shared.clock import BATAM_TZ
-from perlinsos_shared.db import create_pool
 from perlinsos_shared.masking import mask_nik, mask_phone, pseudonym
-from perlinsos_shared.settings import resolved_settings
+from perlinsos_shared.operator import database_url, fail, open_operator_pool, with_pool
 
 app = typer.Typer(help="Operator commands of the notify service.", no_args_is_help=True)
 console = Console()
@@ -32,7 +32,7 @@ MESSAGES_SQL = (
 
 async def find_messages(database_url: str, who: str) -> list[dict[str, Any]]:
     """Messages of one participant: by NIK (16 digits) or by participant id."""
-    pool = await create_pool(database_url, "notify", max_size=1)
+    pool = await open_operator_pool("notify", database_url, migrate=True, size=1)
     try:
         if len(who) == 16 and who.isdigit():
             rows = await pool.fetch(
@@ -62,18 +62,14 @@ def _when(value: Any) -> str:
 
 @app.command()
 def status(
-    who: str = typer.Argument(..., help="the participant's NIK (16 digits) or participant id"),
+    who: str = typer.Argument(..., help="The participant's NIK (16 digits) or participant id."),
 ) -> None:
     """Every SMS for one participant: what was sent, when, and what the provider said."""
-    settings = resolved_settings()
-    if not settings.database_url:
-        console.print("[red]No database: start the stack (`perlinsos up`) or set DATABASE_URL.")
-        raise typer.Exit(2)
-    rows = asyncio.run(find_messages(settings.database_url, who.strip()))
+    who = who.strip()
+    rows = asyncio.run(find_messages(database_url(), who))
     shown = mask_nik(who) if len(who) == 16 and who.isdigit() else who
     if not rows:
-        console.print(f"No SMS recorded for {shown}.")
-        raise typer.Exit(1)
+        fail(f"no SMS recorded for {shown}", 1)
     table = Table(title=f"SMS for {shown}", show_lines=True)
     for col in ("decision", "message", "to", "status", "tries", "provider id", "when", "notes"):
         table.add_column(col)
@@ -103,27 +99,20 @@ def status(
 
 
 @app.command()
-def failures(limit: int = typer.Option(50, help="how many, newest first")) -> None:
+def failures(
+    limit: int = typer.Option(50, min=1, help="How many to show, newest first."),
+) -> None:
     """Messages that failed for good or cannot be delivered, for follow-up by phone."""
-    settings = resolved_settings()
-    if not settings.database_url:
-        console.print("[red]No database: start the stack (`perlinsos up`) or set DATABASE_URL.")
-        raise typer.Exit(2)
 
-    async def fetch() -> list[dict[str, Any]]:
-        assert settings.database_url
-        pool = await create_pool(settings.database_url, "notify", max_size=1)
-        try:
-            rows = await pool.fetch(
-                MESSAGES_SQL + " WHERE status IN ('failed', 'undeliverable')"
-                " ORDER BY updated_at DESC LIMIT $1",
-                limit,
-            )
-            return [dict(r) for r in rows]
-        finally:
-            await pool.close()
+    async def fetch(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        rows = await pool.fetch(
+            MESSAGES_SQL + " WHERE status IN ('failed', 'undeliverable')"
+            " ORDER BY updated_at DESC LIMIT $1",
+            limit,
+        )
+        return [dict(r) for r in rows]
 
-    rows = asyncio.run(fetch())
+    rows = with_pool("notify", fetch, migrate=True, size=1)
     table = Table(title=f"SMS not delivered ({len(rows)})")
     for col in ("participant", "NIK", "to", "message", "status", "reason", "when"):
         table.add_column(col)
