@@ -134,14 +134,20 @@ def kafka_bootstrap(shared_kafka: str | None, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> Settings:
+def settings(infra_mode: str, kafka_bootstrap: str, database_url: str, tmp_path: Path) -> Settings:
     """Settings of one flow test: its broker, its database, its state directory."""
     return Settings(
         KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         DATABASE_URL=database_url,
         PERLINSOS_STATE_DIR=tmp_path / "state",
         PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS=3000,
+        **embedded_broker_settings(infra_mode),
     )
+
+
+def embedded_broker_settings(infra_mode: str) -> dict[str, bool]:
+    """The embedded broker does not implement Kafka's idempotent producer."""
+    return {"PERLINSOS_KAFKA_IDEMPOTENT": False} if infra_mode == "embedded" else {}
 
 
 @pytest.fixture

@@ -195,6 +195,7 @@ async def test_broker_that_lost_its_topics_is_refilled_from_the_outboxes(
         DATABASE_URL=database_url,
         PERLINSOS_STATE_DIR=tmp_path / "state",
         PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS=3000,
+        PERLINSOS_KAFKA_IDEMPOTENT=False,  # the embedded broker does not implement it
     )
     stack = Stack(settings, http_port_base=0)
     try:

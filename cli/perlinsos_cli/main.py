@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perlinsos_cli.outbox import app as outbox_app
-from perlinsos_cli.stack import Stack
+from perlinsos_cli.stack import Stack, StackEvent
 from perlinsos_cli.trace import app as trace_app
 from perlinsos_eligibility.cli import app as eligibility_app
 from perlinsos_notify.cli import app as notify_app
@@ -92,6 +92,14 @@ def _hide_password(url: str) -> str:
     return url
 
 
+_EVENT_STYLE = {"exited": "red", "not live": "red", "restart failed": "red"}
+
+
+def _show_event(event: StackEvent) -> None:
+    style = _EVENT_STYLE.get(event.what, "yellow")
+    console.print(f"[{style}]supervisor: {event.line()}[/{style}]", highlight=False)
+
+
 def _start(stack: Stack) -> None:
     t0 = time.monotonic()
     with console.status("starting broker, PostgreSQL and the four services..."):
@@ -99,6 +107,9 @@ def _start(stack: Stack) -> None:
     write_stack_file(stack.settings, stack.bootstrap_servers, stack.database_url)
     console.print(f"[green]ready in {time.monotonic() - t0:.1f}s[/green]")
     _print_stack(stack)
+    # From here on a service, the broker or PostgreSQL that exits is started again.
+    stack.on_event = _show_event
+    stack.supervise()
 
 
 @app.command()
@@ -107,17 +118,16 @@ def up(
     pg_port: int = typer.Option(5433, help="embedded PostgreSQL port"),
     http_port: int = typer.Option(8081, help="first of four health/metrics ports"),
 ) -> None:
-    """Start broker, PostgreSQL and the four services; run until Ctrl-C or SIGTERM."""
+    """Start broker, PostgreSQL and the four services and keep them running (each restarted
+    with backoff if it exits; an empty broker refilled from the outboxes) until Ctrl-C or
+    SIGTERM. Restarts are printed and logged in <state>/logs/supervisor.log."""
     stop = _install_signal_handlers()
     stack = Stack(get_settings(), kafka_port=kafka_port, pg_port=pg_port, http_port_base=http_port)
     try:
         _start(stack)
         console.print("running; Ctrl-C to stop")
         while not stop.wait(0.5):
-            dead = stack.alive()
-            if dead:
-                console.print(f"[red]service exited: {', '.join(dead)}[/red]")
-                raise typer.Exit(1)
+            pass
     finally:
         with console.status("stopping..."):
             stack.stop()

@@ -3,17 +3,39 @@
 `Stack.start()` starts what is missing, creates every topic, starts each service as its
 own process (`python -m perlinsos_<service>`), waits until each answers `/readyz`, and
 `Stack.stop()` stops everything in reverse order, leaving no process or port behind.
+
+`Stack.supervise()` (what `perlinsos up` runs) then keeps it running the way an
+orchestrator would, from a thread of its own:
+
+- a service that exits or is killed is started again after a capped, jittered backoff
+  (0.5 s doubling to 10 s; back to 0.5 s once it has run for 30 s); one that stops
+  answering `/livez` for 30 s is killed and started again;
+- embedded PostgreSQL that exits is started again on the same data directory (crash
+  recovery replays its WAL); the services reconnect by themselves;
+- the embedded broker that exits is started again, and since it keeps topics in memory
+  it comes back empty: the services are stopped, every topic is created again, every
+  service's outbox is replayed, and the services start again. Their relays publish the
+  replayed rows in outbox order before any new one (nothing runs during the replay), and
+  consumers drop what their inbox has already applied. Agency submissions that were on
+  the broker but not yet consumed are gone: agencies resubmit those without an answer,
+  which is idempotent by (agency, request id). See docs/RELIABILITY.md.
+
+Every exit, restart and recovery is a `StackEvent`: kept in `Stack.events`, written to
+`<state>/logs/supervisor.log` and passed to `on_event` (`perlinsos up` prints it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -24,6 +46,49 @@ from perlinsos_shared.settings import Settings, settings_env
 
 SERVICES = ("registry", "eligibility", "premium", "notify")
 
+# Restart backoff, liveness and the supervisor's own pace (seconds).
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+BACKOFF_RESET_AFTER_S = 30.0
+LIVENESS_EVERY_S = 5.0
+LIVENESS_FAILURES = 6  # consecutive failed /livez probes before the process is killed
+SUPERVISE_EVERY_S = 0.25
+SERVICE_STOP_GRACE_S = 5.0
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter, reset after a long enough healthy run."""
+
+    first: float = BACKOFF_FIRST_S
+    cap: float = BACKOFF_MAX_S
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.first * 2**self.failures)
+        self.failures += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    def healthy_for(self, seconds: float) -> None:
+        if seconds >= BACKOFF_RESET_AFTER_S:
+            self.failures = 0
+
+
+@dataclass(frozen=True)
+class StackEvent:
+    """One thing the supervisor saw or did: `part` is a service name, "broker" or
+    "postgres"; `what` is "exited", "restarted", "ready", "not live", "restart failed"
+    or "replayed"."""
+
+    at: float
+    part: str
+    what: str
+    detail: str = ""
+
+    def line(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.at))
+        return f"{stamp} {self.part}: {self.what}" + (f" ({self.detail})" if self.detail else "")
+
 
 @dataclass
 class ServiceProcess:
@@ -32,10 +97,28 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    ready: bool = False
+    backoff: Backoff = field(default_factory=Backoff)
+    restart_at: float | None = None  # set while it waits to be started again
+    live_failures: int = 0
+    next_live_probe: float = 0.0
 
     @property
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class _Component:
+    """Supervision state of the embedded broker or PostgreSQL."""
+
+    backoff: Backoff = field(default_factory=Backoff)
+    started_at: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None
+    restarts: int = 0
 
 
 @dataclass
@@ -47,6 +130,16 @@ class Stack:
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
     services: list[ServiceProcess] = field(default_factory=list)
+    # What the services are given as DATABASE_URL when it differs from `database_url`
+    # (the fault suite puts a TCP proxy it can cut in between).
+    service_database_url: str | None = None
+    on_event: Callable[[StackEvent], None] | None = None
+    events: list[StackEvent] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _supervisor: threading.Thread | None = field(default=None, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
+    _broker_state: _Component = field(default_factory=_Component, repr=False)
+    _postgres_state: _Component = field(default_factory=_Component, repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -71,7 +164,7 @@ class Stack:
         env.update(settings_env(self.settings))
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
-            DATABASE_URL=self.database_url,
+            DATABASE_URL=self.service_database_url or self.database_url,
             PERLINSOS_STATE_DIR=str(self.state_dir.resolve()),
         )
         return env
@@ -80,6 +173,7 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.settings.kafka_bootstrap_servers:
             self.kafka = EmbeddedKafka(self.state_dir, port=self.kafka_port)
+            self.settings = self.settings.model_copy(update={"kafka_idempotent": False})
         if not self.settings.database_url:
             self.postgres = EmbeddedPostgres(self.state_dir, port=self.pg_port)
         starters = [c for c in (self.kafka, self.postgres) if c is not None]
@@ -91,8 +185,6 @@ class Stack:
             except BaseException as exc:
                 errors.append(exc)
 
-        import threading
-
         threads = [threading.Thread(target=run, args=(c,)) for c in starters]
         for t in threads:
             t.start()
@@ -101,6 +193,9 @@ class Stack:
         if errors:
             self.stop()
             raise errors[0]
+        self._create_topics()
+
+    def _create_topics(self) -> None:
         topic_settings = self.settings.model_copy(
             update={"kafka_bootstrap_servers": self.bootstrap_servers}
         )
@@ -117,20 +212,17 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         env = {**self.service_env(), **(extra_env or {})}
         started: list[ServiceProcess] = []
-        for name in names:
-            port = self._next_port(name)
-            instance = sum(1 for s in self.services if s.name == name)
-            log_path = logs / (f"{name}.log" if instance == 0 else f"{name}-{instance}.log")
-            log_file = log_path.open("ab")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", f"perlinsos_{name}"],
-                env={**env, "PERLINSOS_METRICS_PORT": str(port)},
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-            svc = ServiceProcess(name, port, proc, log_path, log_file)
-            self.services.append(svc)
-            started.append(svc)
+        with self._lock:
+            for name in names:
+                port = self._next_port(name)
+                instance = sum(1 for s in self.services if s.name == name)
+                log_path = logs / (f"{name}.log" if instance == 0 else f"{name}-{instance}.log")
+                svc_env = {**env, "PERLINSOS_METRICS_PORT": str(port)}
+                log_file = log_path.open("ab")
+                proc = _spawn_service(name, svc_env, log_file)
+                svc = ServiceProcess(name, port, proc, log_path, log_file, env=svc_env)
+                self.services.append(svc)
+                started.append(svc)
         self.wait_ready(started, timeout)
         return started
 
@@ -159,13 +251,17 @@ class Stack:
                     self.stop()
                     raise TimeoutError(f"{svc.name} not ready after {timeout:.0f}s")
                 time.sleep(0.1)
+            svc.ready = True
 
     def start(self) -> None:
         self.start_infrastructure()
         self.start_services()
 
     def stop_service(self, svc: ServiceProcess, sig: int = signal.SIGTERM) -> None:
-        """Stop one instance (SIGKILL to simulate a crash)."""
+        """Stop one instance for good (SIGKILL to simulate a crash); not restarted."""
+        with self._lock:
+            if svc in self.services:
+                self.services.remove(svc)
         if svc.process.poll() is None:
             svc.process.send_signal(sig)
         try:
@@ -174,23 +270,19 @@ class Stack:
             svc.process.kill()
             svc.process.wait()
         svc.log_file.close()
-        self.services.remove(svc)
 
     def stop_services(self, timeout: float = 15) -> None:
-        for svc in self.services:
-            if svc.process.poll() is None:
-                svc.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for svc in self.services:
-            try:
-                svc.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                svc.process.kill()
-                svc.process.wait()
+        with self._lock:
+            services = list(self.services)
+            self.services.clear()
+        _stop_processes(services, timeout)
+        for svc in services:
             svc.log_file.close()
-        self.services.clear()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=60)
         self.stop_services()
         if self.kafka is not None:
             self.kafka.stop()
@@ -200,6 +292,230 @@ class Stack:
     def alive(self) -> list[str]:
         """Services whose process has exited unexpectedly."""
         return [s.name for s in self.services if s.process.poll() is not None]
+
+    # ------------------------------------------------------------------ supervision
+
+    def supervise(self) -> None:
+        """Keep the stack running from a background thread until `stop()`."""
+        if self._supervisor is not None:
+            return
+        self._stopping.clear()
+        now = time.monotonic()
+        self._broker_state.started_at = self._postgres_state.started_at = now
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="perlinsos-stack-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def restarts(self) -> dict[str, int]:
+        """Restarts so far per part (service name, "broker", "postgres")."""
+        out = {"broker": self._broker_state.restarts, "postgres": self._postgres_state.restarts}
+        with self._lock:
+            for svc in self.services:
+                out[svc.name] = out.get(svc.name, 0) + svc.restarts
+        return out
+
+    def _event(self, part: str, what: str, detail: str = "") -> None:
+        event = StackEvent(time.time(), part, what, detail)
+        self.events.append(event)
+        try:
+            logs = self.state_dir / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            with (logs / "supervisor.log").open("a", encoding="utf-8") as fh:
+                fh.write(event.line() + "\n")
+        except OSError:
+            pass
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a printing problem must not stop the supervisor
+                pass
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            try:
+                self._watch_postgres()
+                if self._stopping.is_set():
+                    break
+                self._watch_broker()
+                if self._stopping.is_set():
+                    break
+                self._watch_services()
+            except Exception as exc:  # keep supervising whatever one round hit
+                self._event("supervisor", "round failed", repr(exc)[:200])
+
+    def _restart_due(self, part: str, pid: int | None, st: _Component) -> bool:
+        """Whether an embedded server that is gone should be started again now."""
+        now = time.monotonic()
+        if pid is not None:
+            st.backoff.healthy_for(now - st.started_at)
+            return False
+        if st.restart_at is None:
+            st.restart_at = now + st.backoff.next_delay()
+            self._event(part, "exited", f"restart in {st.restart_at - now:.1f}s")
+            return False
+        return now >= st.restart_at
+
+    def _restart_failed(self, part: str, st: _Component, exc: Exception) -> None:
+        st.restart_at = time.monotonic() + st.backoff.next_delay()
+        self._event(part, "restart failed", (str(exc).splitlines() or [repr(exc)])[0][:200])
+
+    def _restarted(self, part: str, st: _Component, detail: str) -> None:
+        st.restart_at, st.started_at = None, time.monotonic()
+        st.restarts += 1
+        self._event(part, "restarted", f"restart #{st.restarts}, {detail}")
+
+    def _watch_postgres(self) -> None:
+        pg, st = self.postgres, self._postgres_state
+        if pg is None or not self._restart_due("postgres", pg.pid, st):
+            return
+        try:
+            pg.start()
+        except Exception as exc:
+            self._restart_failed("postgres", st, exc)
+            return
+        self._restarted("postgres", st, "same data directory")
+
+    def _watch_broker(self) -> None:
+        kafka, st = self.kafka, self._broker_state
+        if kafka is not None and self._restart_due("broker", kafka.pid, st):
+            self._recover_broker(st)
+
+    def _recover_broker(self, st: _Component) -> None:
+        """Start the broker again (empty), and refill it from the outboxes in order."""
+        assert self.kafka is not None
+        with self._lock:
+            services = list(self.services)
+            for svc in services:
+                svc.restart_at = float("inf")  # held: started again below
+        _stop_processes(services, SERVICE_STOP_GRACE_S)
+        try:
+            self.kafka.start()
+            self._create_topics()
+            replayed = self._replay_outboxes()
+        except Exception as exc:
+            self._restart_failed("broker", st, exc)
+            with self._lock:
+                for svc in services:
+                    svc.restart_at = time.monotonic()  # the service loop restarts them
+            return
+        self._restarted("broker", st, "empty: topics created")
+        self._event(
+            "broker",
+            "replayed",
+            ", ".join(f"{name} {n:,}" for name, n in replayed.items()) + " outbox events",
+        )
+        with self._lock:
+            for svc in services:
+                if svc in self.services:
+                    self._respawn(svc, "broker restarted")
+
+    def _replay_outboxes(self) -> dict[str, int]:
+        from perlinsos_cli.outbox import replay_all
+
+        names = tuple(dict.fromkeys(s.name for s in self.services)) or SERVICES
+        return asyncio.run(replay_all(self.database_url, names))
+
+    def _watch_services(self) -> None:
+        with self._lock:
+            services = list(self.services)
+        for svc in services:
+            if self._stopping.is_set():
+                return
+            now = time.monotonic()
+            if svc.process.poll() is not None:
+                if svc.restart_at is None:
+                    svc.restart_at = now + svc.backoff.next_delay()
+                    svc.ready = False
+                    self._event(
+                        svc.name,
+                        "exited",
+                        f"{_how_it_ended(svc.process.returncode)}; "
+                        f"restart in {svc.restart_at - now:.1f}s",
+                    )
+                elif now >= svc.restart_at:
+                    with self._lock:
+                        if svc in self.services:
+                            self._respawn(svc, "")
+                continue
+            if not svc.ready:
+                if _ready(svc.health_url):
+                    svc.ready = True
+                    svc.live_failures = 0
+                    if svc.restarts:
+                        self._event(
+                            svc.name, "ready", f"{now - svc.started_at:.1f}s after its start"
+                        )
+                continue
+            svc.backoff.healthy_for(now - svc.started_at)
+            if now >= svc.next_live_probe:
+                svc.next_live_probe = now + LIVENESS_EVERY_S
+                if _answers(svc.health_url + "/livez"):
+                    svc.live_failures = 0
+                else:
+                    svc.live_failures += 1
+                    if svc.live_failures >= LIVENESS_FAILURES:
+                        self._event(
+                            svc.name,
+                            "not live",
+                            f"/livez failed {svc.live_failures} times: killed",
+                        )
+                        svc.process.kill()
+
+    def _respawn(self, svc: ServiceProcess, why: str) -> None:
+        if svc.process.poll() is None:
+            return
+        svc.log_file.close()
+        svc.log_file = svc.log_path.open("ab")
+        svc.process = _spawn_service(svc.name, svc.env, svc.log_file)
+        svc.started_at = time.monotonic()
+        svc.restart_at, svc.ready, svc.live_failures = None, False, 0
+        svc.next_live_probe = 0.0
+        svc.restarts += 1
+        self._event(
+            svc.name,
+            "restarted",
+            f"restart #{svc.restarts}, pid {svc.process.pid}" + (f", {why}" if why else ""),
+        )
+
+
+def _spawn_service(name: str, env: dict[str, str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"perlinsos_{name}"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop_processes(services: list[ServiceProcess], timeout: float) -> None:
+    for svc in services:
+        if svc.process.poll() is None:
+            svc.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for svc in services:
+        try:
+            svc.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            svc.process.kill()
+            svc.process.wait()
+
+
+def _how_it_ended(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def _ready(url: str) -> bool:

@@ -141,6 +141,15 @@ class BatchConsumer:
         self.stats = ConsumerStats()
         self._metrics = platform()
         self._labels = {"topic": topic.name}
+        self._last_poll = time.monotonic()
+
+    def note_poll(self) -> None:
+        """The broker is being polled for this consumer now (it is not stuck in a batch)."""
+        self._last_poll = time.monotonic()
+
+    def since_poll_s(self) -> float:
+        """Seconds since the last poll: long while a batch waits for the database."""
+        return time.monotonic() - self._last_poll
 
     def note_positions(self, kafka_consumer: Any, records: Sequence[Any]) -> None:
         """Consumer lag per partition after this batch: high watermark minus next offset."""

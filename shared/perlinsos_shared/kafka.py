@@ -51,13 +51,13 @@ def bootstrap(settings: Settings) -> str:
 
 
 def make_broker(settings: Settings, client_id: str, **kwargs: Any) -> KafkaBroker:
-    # acks=all without the idempotent producer: the embedded broker does not implement it.
+    # acks=all; the idempotent producer unless turned off (the embedded broker lacks it)
     return KafkaBroker(
         bootstrap(settings),
         client_id=client_id,
         security=security(settings),
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=settings.kafka_idempotent,
         linger_ms=5,
         max_batch_size=512 * 1024,
         max_request_size=4 * 1024 * 1024,
@@ -103,15 +103,18 @@ async def ensure_topics(
 def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     """The outbox relay's producer: aiokafka directly, batching, acks from every replica.
 
-    No idempotent producer (the embedded broker does not implement it); order per key
-    holds because the relay is the only writer and sends in outbox order.
+    The idempotent producer (`PERLINSOS_KAFKA_IDEMPOTENT`, on by default) keeps a retried
+    request from writing a record twice or out of order; the embedded broker does not
+    implement it, so `perlinsos up` turns it off there. Order per key holds either way
+    because one relay per service sends in outbox order (the consumers' inbox drops the
+    duplicates a retry without it may cause).
     """
     kwargs: dict[str, Any] = {"bootstrap_servers": bootstrap(settings), "client_id": client_id}
     if security(settings) is not None:
         kwargs.update(_admin_security(settings))
     return AIOKafkaProducer(
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=settings.kafka_idempotent,
         linger_ms=5,
         max_batch_size=512 * 1024,
         max_request_size=4 * 1024 * 1024,

@@ -1,7 +1,14 @@
 """The runtime every service shares: broker, database pool, outbox relay, health.
 
-A service module declares its subscriptions with `ServiceRuntime.consume(...)` and
-runs with `runtime.run()`; FastStream owns the lifecycle and signals.
+A service module declares its subscriptions with `ServiceRuntime.consume(...)`, its
+background loops with `ServiceRuntime.background(...)`, and runs with `runtime.run()`;
+FastStream owns the lifecycle and signals.
+
+Every background loop (the outbox relay, the metric sampler and each registered loop)
+runs under one `Supervisor`: a loop lets its exceptions escape and is started again with
+backoff. `/readyz` is computed on every request from what is true now (startup done, no
+loop failing, every consumer polled the broker within `PERLINSOS_CONSUMER_STALL_S`);
+`/livez` fails only when the event loop itself is stuck (see `health.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import IllegalStateError, KafkaError
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -22,12 +30,13 @@ from faststream.middlewares import AckPolicy
 from perlinsos_shared.consumer import BatchConsumer, Handler, UndecodableHook
 from perlinsos_shared.db import open_service_db
 from perlinsos_shared.gc_tuning import tune_gc
-from perlinsos_shared.health import HealthServer
+from perlinsos_shared.health import HealthServer, Readiness
 from perlinsos_shared.kafka import make_broker, make_producer
 from perlinsos_shared.logs import setup_logging
 from perlinsos_shared.metrics import platform, setup_metrics
 from perlinsos_shared.outbox import OutboxRelay
 from perlinsos_shared.settings import Settings, get_settings
+from perlinsos_shared.supervisor import LoopFn, Supervisor
 from perlinsos_shared.telemetry import instrument_clients, setup_tracing
 from perlinsos_shared.topics import Topic
 
@@ -70,11 +79,21 @@ class ServiceRuntime:
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.consumers: list[BatchConsumer] = []
-        self._tasks: list[asyncio.Task[None]] = []
         self._startup: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
-        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
-        self.health = HealthServer(name, self.settings.metrics_port)
+        self._background: list[tuple[str, LoopFn]] = []
+        self._started = False
+        self._stopping = False
+        self.supervisor = Supervisor(
+            name,
+            backoff_initial_s=self.settings.loop_backoff_initial_s,
+            backoff_max_s=self.settings.loop_backoff_max_s,
+            healthy_after_s=self.settings.loop_healthy_after_s,
+        )
+        self.health = HealthServer(
+            name, self.settings.metrics_port, liveness_stall_s=self.settings.liveness_stall_s
+        )
         self.health.metrics_text = metrics_endpoint.render
+        self.health.readiness = self.readiness
         self.app.on_startup(self._on_startup)
         self.app.after_startup(self._after_startup)
         self.app.on_shutdown(self._on_shutdown)
@@ -88,9 +107,27 @@ class ServiceRuntime:
     def on_startup(self, fn: Callable[[asyncpg.Pool], Awaitable[None]]) -> None:
         self._startup.append(fn)
 
-    def background(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """A loop to run beside the consumers (started after the broker, cancelled at stop)."""
-        self._background.append(fn)
+    def background(
+        self, fn: Callable[[], Coroutine[Any, Any, None]], *, name: str | None = None
+    ) -> None:
+        """A loop to run beside the consumers, supervised (started after the broker,
+        stopped at shutdown). Let exceptions escape: the supervisor logs them once, waits
+        with backoff and starts the loop again, and `/readyz` fails meanwhile."""
+        self._background.append((name or _loop_name(fn), fn))
+
+    def readiness(self) -> Readiness:
+        """Computed on every `/readyz` (from the health server's thread: reads only)."""
+        reasons: list[str] = []
+        if self._stopping:
+            reasons.append("stopping")
+        elif not self._started:
+            reasons.append("starting")
+        reasons += [f"loop {name} failing" for name in self.supervisor.failing()]
+        for consumer in list(self.consumers):
+            idle = consumer.since_poll_s()
+            if idle > self.settings.consumer_stall_s:
+                reasons.append(f"consumer of {consumer.topic.name} has not polled for {idle:.0f}s")
+        return Readiness(not reasons, reasons)
 
     def consume(
         self,
@@ -110,7 +147,7 @@ class ServiceRuntime:
         )
         self.consumers.append(consumer)
 
-        @self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             topic.name,
             group_id=f"perlinsos-{self.name}",
             batch=True,
@@ -123,6 +160,15 @@ class ServiceRuntime:
             decoder=_raw_bodies,
             title=f"{self.name}:{topic.name}",
         )
+        poll = subscriber.get_msg
+
+        async def get_msg(kafka_consumer: Any) -> Any:
+            consumer.note_poll()  # readiness: this consumer is not stuck
+            return await poll(kafka_consumer)
+
+        setattr(subscriber, "get_msg", get_msg)  # noqa: B010 - an instance attribute
+
+        @subscriber
         async def _subscriber(body: Any, message: KafkaMessage) -> None:
             raw: Sequence[Any] = message.raw_message  # type: ignore[assignment]
             await consumer.process(raw)
@@ -164,22 +210,19 @@ class ServiceRuntime:
     async def _after_startup(self) -> None:
         assert self.relay is not None
         tune_gc()
-        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
-        for fn in self._background:
-            self._tasks.append(asyncio.create_task(fn(), name=fn.__name__))
-        self._tasks.append(asyncio.create_task(self._sample_loop(), name="metrics-sampler"))
+        self.supervisor.start("outbox-relay", self.relay.run, on_stop=self.relay.stop)
+        for name, fn in self._background:
+            self.supervisor.start(name, fn)
+        self.supervisor.start("metrics-sampler", self._sample_loop)
+        for consumer in self.consumers:
+            consumer.note_poll()
         await self.health.start()
-        self.health.ready = True
+        self._started = True
         log.info("service ready", extra={"service": self.name})
 
     async def _on_shutdown(self) -> None:
-        self.health.ready = False
-        if self.relay is not None:
-            self.relay.stop()
-        for task in self._tasks:
-            if task.get_name() != "outbox-relay":
-                task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping = True
+        await self.supervisor.stop()
         await self.health.stop()
         if self._producer is not None:
             await self._producer.stop()
@@ -189,14 +232,10 @@ class ServiceRuntime:
         self.meter_provider.shutdown()
 
     async def _sample_loop(self) -> None:
-        """Outbox backlog and age, and lag of partitions with no new batch, for /metrics."""
+        """Outbox backlog and age, and lag of partitions with no new batch, for /metrics.
+        The database being away escapes (the supervisor reports it)."""
         while True:
-            try:
-                await self.sample_metrics()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.debug("metrics sample failed", exc_info=True)
+            await self.sample_metrics()
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     async def sample_metrics(self) -> None:
@@ -210,9 +249,19 @@ class ServiceRuntime:
                     del self.metrics.lag[key]  # revoked: another instance reports it
             for tp in assigned:
                 high = kafka_consumer.highwater(tp)
-                position = await asyncio.wait_for(kafka_consumer.position(tp), timeout=2)
+                try:
+                    position = await asyncio.wait_for(kafka_consumer.position(tp), timeout=2)
+                except (TimeoutError, KafkaError, IllegalStateError):
+                    continue  # revoked meanwhile or the broker away: the next sample tells
                 if high is not None and position is not None:
                     self.metrics.lag[(topic, tp.partition)] = max(0, high - position)
 
     def run(self) -> None:
         asyncio.run(self.app.run())
+
+
+def _loop_name(fn: Callable[..., Any]) -> str:
+    """`Sender.run` for a bound method, the function's name otherwise (a metric label)."""
+    owner = getattr(fn, "__self__", None)
+    name = getattr(fn, "__name__", type(fn).__name__)
+    return f"{type(owner).__name__}.{name}" if owner is not None else name

@@ -37,6 +37,27 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=5000, alias="PERLINSOS_OUTBOX_BATCH_SIZE")
     handler_max_attempts: int = Field(default=3, alias="PERLINSOS_HANDLER_MAX_ATTEMPTS")
     db_pool_size: int = Field(default=4, alias="PERLINSOS_DB_POOL_SIZE")
+    # Kafka's idempotent producer (no duplicates from producer retries, order kept with
+    # several requests in flight). On by default; `perlinsos up` turns it off for the
+    # embedded broker, which does not implement it.
+    kafka_idempotent: bool = Field(default=True, alias="PERLINSOS_KAFKA_IDEMPOTENT")
+
+    # Supervision and health (README, operations): a failed background loop waits
+    # initial * 2^n seconds (jittered, capped at max) and starts again; it counts as
+    # recovered after running `healthy_after` seconds without failing.
+    loop_backoff_initial_s: float = Field(default=0.5, alias="PERLINSOS_LOOP_BACKOFF_INITIAL_S")
+    loop_backoff_max_s: float = Field(default=30.0, alias="PERLINSOS_LOOP_BACKOFF_MAX_S")
+    loop_healthy_after_s: float = Field(default=10.0, alias="PERLINSOS_LOOP_HEALTHY_AFTER_S")
+    # A batch whose database work fails for a transient reason is retried with backoff up
+    # to this many seconds between attempts, for as long as it takes (never dead-lettered).
+    consumer_retry_backoff_max_s: float = Field(
+        default=10.0, alias="PERLINSOS_CONSUMER_RETRY_BACKOFF_MAX_S"
+    )
+    # /readyz fails when a consumer has not polled the broker for this long (stuck in a
+    # batch, e.g. waiting for the database); /livez fails when the event loop has not
+    # ticked for this long (the process is wedged and should be restarted).
+    consumer_stall_s: float = Field(default=60.0, alias="PERLINSOS_CONSUMER_STALL_S")
+    liveness_stall_s: float = Field(default=30.0, alias="PERLINSOS_LIVENESS_STALL_S")
 
     # SMS (notify)
     sms_provider: Literal["file", "twilio"] = "file"
@@ -98,7 +119,14 @@ def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> N
     # the database URL may carry a password: readable by the owner only
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"kafka_bootstrap_servers": bootstrap, "database_url": database_url}, f)
+        json.dump(
+            {
+                "kafka_bootstrap_servers": bootstrap,
+                "database_url": database_url,
+                "kafka_idempotent": settings.kafka_idempotent,
+            },
+            f,
+        )
 
 
 def remove_stack_file(settings: Settings) -> None:
@@ -116,13 +144,14 @@ def resolved_settings() -> Settings:
     if not path.exists():
         return settings
     found = json.loads(path.read_text())
-    return settings.model_copy(
-        update={
-            "kafka_bootstrap_servers": settings.kafka_bootstrap_servers
-            or found["kafka_bootstrap_servers"],
-            "database_url": settings.database_url or found["database_url"],
-        }
-    )
+    update = {
+        "kafka_bootstrap_servers": settings.kafka_bootstrap_servers
+        or found["kafka_bootstrap_servers"],
+        "database_url": settings.database_url or found["database_url"],
+    }
+    if "kafka_idempotent" not in settings.model_fields_set and "kafka_idempotent" in found:
+        update["kafka_idempotent"] = bool(found["kafka_idempotent"])  # the stack's broker
+    return settings.model_copy(update=update)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

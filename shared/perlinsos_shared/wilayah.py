@@ -1,8 +1,11 @@
 """Kota Batam's kecamatan and kelurahan, and tolerant matching of place names.
 
 The list lives in ``perlinsos_shared/data/batam_wilayah.json`` (read once, cached) so the
-city can correct it without a code change; it is marked ``"verified": false`` until it has
-been checked against the Kemendagri/BPS code list.
+city can correct it without a code change. Names and codes follow Kepmendagri
+300.2.2-2138/2025 where they have been checked against it (the file says which); other
+spellings in common use (``Pulau Terong`` for the official ``Pulau Terung``) are kept per
+kecamatan as ``aliases`` and match the official name. The file stays
+``"verified": false`` until every kelurahan has been compared with the decree's annex.
 
 Matching is tolerant of the spellings people and agency systems actually use: case,
 punctuation and extra spaces; ``Sei``/``Sei.``/``Sungai``; ``Tj``/``Tj.``/``Tg``/``Tanjung``;
@@ -60,6 +63,7 @@ class Kecamatan:
     code: str
     name: str
     kelurahan: tuple[str, ...]
+    aliases: tuple[tuple[str, str], ...] = ()  # (other spelling, official name)
 
 
 def normalise_place(name: str) -> str:
@@ -98,6 +102,9 @@ def batam_kecamatan() -> tuple[Kecamatan, ...]:
                     code=str(entry["code"]),
                     name=str(entry["name"]),
                     kelurahan=tuple(str(k) for k in entry["kelurahan"]),
+                    aliases=tuple(
+                        (str(a), str(n)) for a, n in (entry.get("aliases") or {}).items()
+                    ),
                 )
                 for entry in _document()["kecamatan"]
             ),
@@ -123,11 +130,16 @@ def _kecamatan_index() -> dict[str, Kecamatan]:
 
 @cache
 def _kelurahan_index() -> dict[str, dict[str, str]]:
-    """Kecamatan code → (kelurahan key → kelurahan name)."""
-    return {
-        kecamatan.code: {_key(name): name for name in kecamatan.kelurahan}
-        for kecamatan in batam_kecamatan()
-    }
+    """Kecamatan code → (kelurahan key → official kelurahan name), aliases included."""
+    index: dict[str, dict[str, str]] = {}
+    for kecamatan in batam_kecamatan():
+        names = {_key(name): name for name in kecamatan.kelurahan}
+        for alias, official in kecamatan.aliases:
+            if official not in kecamatan.kelurahan:
+                raise ValueError(f"alias {alias!r} points at unknown kelurahan {official!r}")
+            names.setdefault(_key(alias), official)
+        index[kecamatan.code] = names
+    return index
 
 
 def find_kecamatan(name: str) -> Kecamatan | None:

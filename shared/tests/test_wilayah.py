@@ -114,6 +114,35 @@ def test_is_batam_address_refuses(kecamatan: str, kelurahan: str) -> None:
     assert not is_batam_address(kecamatan, kelurahan)
 
 
+@pytest.mark.parametrize(
+    ("kecamatan", "spelling", "official"),
+    [
+        ("Belakang Padang", "Pulau Terung", "Pulau Terung"),  # Kepmendagri 300.2.2-2138/2025
+        ("Belakang Padang", "Pulau Terong", "Pulau Terung"),  # the old spelling, an alias
+        ("Belakang Padang", "P. Terong", "Pulau Terung"),
+        ("Belakang Padang", "PULAU TERUNG", "Pulau Terung"),
+        ("Bulang", "Pulau Setokok", "Pulau Setokok"),  # Kepmendagri 300.2.2-2138/2025
+        ("Bulang", "Setokok", "Pulau Setokok"),  # the old spelling, an alias
+        ("Bulang", "P. Setokok", "Pulau Setokok"),
+    ],
+)
+def test_official_kelurahan_names_and_old_spellings(
+    kecamatan: str, spelling: str, official: str
+) -> None:
+    found = find_kelurahan(kecamatan, spelling)
+    assert found is not None and found[1] == official
+
+
+def test_aliases_stay_in_their_kecamatan_and_the_source_names_the_decree() -> None:
+    assert find_kelurahan("Bulang", "Pulau Terong") is None
+    assert find_kelurahan("Sekupang", "Setokok") is None
+    source, verified = wilayah_source()
+    assert "300.2.2-2138" in source and not verified
+    names = {n for k in batam_kecamatan() for n in k.kelurahan}
+    assert {"Pulau Terung", "Pulau Setokok"} <= names
+    assert not {"Pulau Terong", "Setokok"} & names
+
+
 def test_every_published_kelurahan_is_batam() -> None:
     for kecamatan in batam_kecamatan():
         for kelurahan in kecamatan.kelurahan:

@@ -51,6 +51,10 @@ def codes(a: Applicant, day: date = DAY) -> list[str]:
         ("Tanjungpinang Timur", "Kampung Bulang", False),  # another city in Kepri
         ("Sei Beduk", "", False),
         (None, None, False),
+        ("Belakang Padang", "Pulau Terung", True),  # official (Kepmendagri 300.2.2-2138/2025)
+        ("Belakang Padang", "Pulau Terong", True),  # the old spelling
+        ("Bulang", "Pulau Setokok", True),  # official
+        ("Bulang", "Setokok", True),  # the old spelling
     ],
 )
 def test_domicile_is_the_ktp_address(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from perlinsos_premium.handlers import handle_decisions, handle_participants, handle_payments
+from perlinsos_premium.ledger import check_rates
 from perlinsos_premium.rolling import roll_due_months
 from perlinsos_premium.summaries import publish_changed
 from perlinsos_shared.clock import today_local
@@ -22,6 +23,7 @@ ROLL_INTERVAL_S = 60.0  # how often to check for a month not rolled yet
 def build(settings: Settings | None = None) -> ServiceRuntime:
     """The premium service, wired: subscriptions, handlers, background loops."""
     runtime = ServiceRuntime("premium", settings)
+    runtime.on_startup(check_rates)  # overlapping rate rows: refuse to start
     runtime.consume(DECISIONS, handle_decisions)
     runtime.consume(PARTICIPANTS, handle_participants)
     runtime.consume(PAYMENTS, handle_payments)

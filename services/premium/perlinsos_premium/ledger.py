@@ -22,10 +22,16 @@ Totals = dict[tuple[str, str], list[int]]  # (line, period) -> [participants, jk
 
 
 async def load_rates(conn: asyncpg.Connection | asyncpg.Pool) -> RateTable:
+    """The rate table; `RateTableError` when rows of one line and component overlap."""
     rows = await conn.fetch(
         "SELECT funding_line, component, amount_idr, valid_from, valid_to FROM rates"
     )
     return RateTable(tuple(Rate(**dict(r)) for r in rows))
+
+
+async def check_rates(pool: asyncpg.Pool) -> None:
+    """At start-up: refuse to run on a rate table with overlapping rows."""
+    await load_rates(pool)
 
 
 async def load_covers(conn: asyncpg.Connection, ids: list[str]) -> dict[str, Covers]:

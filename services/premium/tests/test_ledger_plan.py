@@ -8,7 +8,7 @@ import pytest
 
 from perlinsos_premium.arrears import LineMonth, Terms, due_date, line_arrears, months_overdue
 from perlinsos_premium.budget import crossed
-from perlinsos_premium.rates import Rate, RateTable
+from perlinsos_premium.rates import Rate, RateTable, RateTableError, rate_problems
 from perlinsos_premium.reconcile import Adjustment, LedgerRow, first_open_period, plan
 
 L = "PERWAKO-30-2025"
@@ -86,3 +86,42 @@ def test_budget_thresholds() -> None:
     assert crossed(transport_2025, 2_177_280_000) == [80]
     assert crossed(transport_2025, transport_2025) == [80, 100]
     assert crossed(0, 1) == []
+
+
+# --- the rate table refuses overlapping rows -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_to", "second_from"),
+    [
+        (None, date(2026, 4, 1)),  # an open-ended row and a later one
+        (date(2026, 4, 1), date(2026, 4, 1)),  # one shared day
+        (date(2026, 12, 31), date(2026, 4, 1)),  # the later row starts inside the first
+    ],
+)
+def test_overlapping_rows_for_one_line_and_component_are_refused(
+    first_to: date | None, second_from: date
+) -> None:
+    rows = (
+        Rate(L, "JKM", 6_800, date(2023, 1, 1), first_to),
+        Rate(L, "JKM", 3_400, second_from, None),
+    )
+    assert len(rate_problems(rows)) == 1
+    with pytest.raises(RateTableError, match=f"{L} JKM"):
+        RateTable(rows)
+
+
+def test_adjacent_rows_and_other_lines_or_components_do_not_overlap() -> None:
+    rows = (
+        Rate(L, "JKM", 6_800, date(2023, 1, 1), date(2026, 3, 31)),
+        Rate(L, "JKM", 7_000, date(2026, 4, 1), None),
+        Rate(L, "JKK", 10_000, date(2023, 1, 1), None),
+        Rate("PERWAKO-3-2023", "JKM", 6_800, date(2023, 1, 1), None),
+    )
+    assert rate_problems(rows) == []
+    assert RateTable(rows).amount(L, "JKM", "2026-04") == 7_000
+
+
+def test_a_row_ending_before_it_starts_is_refused() -> None:
+    with pytest.raises(RateTableError, match="before valid_from"):
+        RateTable((Rate(L, "JKK", 10_000, date(2026, 1, 1), date(2025, 12, 31)),))

@@ -17,8 +17,9 @@ from perlinsos_premium.billing import billed_periods, first_day, next_period
 from perlinsos_premium.closing import close_month
 from perlinsos_premium.export import HEADER_ROW, gather, write_csv, write_xlsx
 from perlinsos_premium.handlers import handle_decisions, handle_participants
-from perlinsos_premium.ledger import roll_period
+from perlinsos_premium.ledger import check_rates, roll_period
 from perlinsos_premium.queries import adjustments_booked, liability_by_line
+from perlinsos_premium.rates import RateTableError
 from perlinsos_premium.rolling import months_to_roll, roll_due_months
 from perlinsos_premium.summaries import publish_changed
 from perlinsos_shared.clock import BATAM_TZ, today_local
@@ -92,6 +93,18 @@ async def test_month_roll_sql_agrees_with_the_pure_billing_rule(pool: asyncpg.Po
     rows = {r["participant_id"] for r in await pool.fetch("SELECT participant_id FROM ledger")}
     expected = {p for p, s, e in covers if "2025-10" in billed_periods(s, e, date(2030, 1, 1))}
     assert rows == expected and billed == len(expected) > 0
+
+
+async def test_start_up_refuses_overlapping_rate_rows(pool: asyncpg.Pool) -> None:
+    await check_rates(pool)  # the shipped table is fine
+    # a PP 50/2025-style halving entered without closing the open-ended row first
+    await pool.execute(
+        "INSERT INTO rates (funding_line, component, amount_idr, valid_from, valid_to, note)"
+        " VALUES ($1, 'JKM', 3400, DATE '2026-02-01', DATE '2026-07-31', 'overlap')",
+        L30,
+    )
+    with pytest.raises(RateTableError, match=f"{L30} JKM.*overlaps"):
+        await check_rates(pool)
 
 
 async def test_decisions_close_back_dated_exit_and_export(

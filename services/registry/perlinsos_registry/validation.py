@@ -6,6 +6,8 @@ structure and province, phonenumbers parses the phone. Two known traps are handl
 - `stdnum.id.nik` reads the two-digit year as 19xx first and checks only the province,
   so the birth date is compared as DDMMYY text (day + 40 for women), never through the
   date stdnum extracts, and regency, kecamatan and serial are checked here;
+- it also reads the day as ``DD % 40``, so a day of 72-99 passes as 32-59 or a real
+  day; a NIK's day is 01-31 (men) or 41-71 (women), and anything else is refused here;
 - phonenumbers accepts letters (``0812abc4567`` parses as valid) and reads a bare
   ``62811234567`` as a landline number, so letters are refused first and a leading
   ``62`` followed by ``8`` is taken as the country code.
@@ -177,6 +179,11 @@ def _province_known(region: str) -> bool:
     return True
 
 
+def _nik_day_possible(day: int) -> bool:
+    """01-31 for men, 41-71 for women (day + 40); stdnum alone would take 72-99 too."""
+    return 1 <= day <= 31 or 41 <= day <= 71
+
+
 @lru_cache(maxsize=65536)
 def _nik_date_valid(ddmmyy: str) -> bool:
     """Whether DDMMYY (day + 40 for women) is a date in some century, per python-stdnum."""
@@ -195,6 +202,8 @@ def nik_structure_problem(nik: str) -> str | None:
         return f"harus 16 digit, bukan {len(nik)}"
     if not _province_known(nik[:4]):
         return "kode provinsi dalam NIK tidak sah"
+    if not _nik_day_possible(int(nik[6:8])):
+        return "tanggal lahir dalam NIK tidak sah (hari harus 01-31, atau 41-71 untuk perempuan)"
     if not _nik_date_valid(nik[6:12]):
         return "tanggal lahir dalam NIK tidak sah"
     if nik[2:4] == "00":

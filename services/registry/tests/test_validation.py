@@ -217,6 +217,27 @@ def test_malformed_niks(nik: str) -> None:
     assert [r.code for r in check_nik(nik, None, None)] == ["NIK_INVALID"]
 
 
+@pytest.mark.parametrize("day", range(72, 100))
+def test_nik_days_72_to_99_are_invalid_not_a_birth_date_mismatch(day: int) -> None:
+    # python-stdnum reads the day as DD % 40: 81 would pass as the 1st, 72 as the 32nd
+    nik = f"217110{day:02d}05900003"
+    for birth_date, sex in ((None, None), (date(1990, 5, min(28, max(1, day % 40))), "P")):
+        reasons = check_nik(nik, birth_date, sex)
+        assert [r.code for r in reasons] == ["NIK_INVALID"], (day, reasons)
+        assert "hari harus 01-31" in reasons[0].message
+
+
+@pytest.mark.parametrize("day", [0, 32, 40])
+def test_nik_days_between_the_ranges_are_invalid(day: int) -> None:
+    assert [r.code for r in check_nik(f"217110{day:02d}05900003", None, None)] == ["NIK_INVALID"]
+
+
+@pytest.mark.parametrize(("day", "sex"), [(1, "L"), (31, "L"), (41, "P"), (71, "P")])
+def test_nik_day_bounds_are_accepted(day: int, sex: str) -> None:
+    birth = date(1990, 5, day - 40 if sex == "P" else day)
+    assert check_nik(f"217110{day:02d}05900003", birth, sex) == []
+
+
 def test_nik_separators_are_tolerated_and_removed() -> None:
     checked = check_enrolment(with_(nik="2171 1015 0590 0003"), "agency/DISHUB", POLICY)
     assert checked.submission is not None and checked.submission.nik == "2171101505900003"
