@@ -38,14 +38,8 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
 
     # supervised loops: an error (the database away, the liveness lock lost) ends the loop
     # and the runtime starts it again with backoff; the provider's connections stay open
-    async def sms_sender() -> None:
-        await sender.run()
-
-    async def sms_reconciler() -> None:
-        await sender.reconciler.run()
-
-    runtime.background(sms_sender)
-    runtime.background(sms_reconciler)
+    runtime.background(sender.run, name="sms-sender")
+    runtime.background(sender.reconciler.run, name="sms-reconciler")
     runtime.app.after_shutdown(sender.close)
     return runtime
 

@@ -38,12 +38,10 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
             await asyncio.sleep(PUBLISH_INTERVAL_S)
 
     async def roll_months() -> None:
-        """Bill every running cover once per month, catching up months missed while down."""
+        """Bill every running cover once per month, catching up months missed while down.
+        Errors escape to the runtime's supervisor, which starts the loop again."""
         while True:
-            try:
-                await roll_due_months(runtime.pool, today_local())
-            except Exception:
-                log.exception("month roll failed; retrying")
+            await roll_due_months(runtime.pool, today_local())
             await asyncio.sleep(ROLL_INTERVAL_S)
 
     runtime.background(publish_summaries)
