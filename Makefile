@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen
 
-.PHONY: run up test lint typecheck unit flow bench asyncapi sync clean
+.PHONY: run up test lint typecheck unit db flow bench asyncapi sync clean
 
 .venv/.synced: uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -29,9 +29,15 @@ test: sync
 	$(RUN) mypy
 	$(RUN) pytest
 
+## Plain values and in-memory stores only: no broker, no database.
 unit: sync
-	$(RUN) pytest -m "not flow"
+	$(RUN) pytest -m "not flow and not db"
 
+## PostgreSQL only (store and SQL tests; no broker, no service processes).
+db: sync
+	$(RUN) pytest -m db
+
+## Services as real processes on a real broker and PostgreSQL.
 flow: sync
 	$(RUN) pytest -m flow
 

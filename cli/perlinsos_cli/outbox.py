@@ -3,8 +3,13 @@
 PostgreSQL is the system of record. Every event a service emitted stays in its outbox
 after publication, so when the broker loses its data (the embedded broker keeps topics
 in memory) `perlinsos outbox replay` marks the rows unpublished again and each service's
-relay publishes them anew, in their original order. Consumers have recorded every event
-id they applied (inbox), so the replayed events change nothing and send no second SMS.
+relay publishes them anew, in their original order and before anything newer. Consumers
+have recorded every event they applied (inbox), so the replayed events change nothing and
+send no second SMS.
+
+While the broker is being rebuilt, `perlinsos outbox hold` stops the relays first, so that
+no event written meanwhile reaches the new broker ahead of the older ones it follows (an
+exit before its enrolment); `replay` lifts the hold.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from perlinsos_shared.db import create_pool
+from perlinsos_shared.outbox import held as outbox_held
+from perlinsos_shared.outbox import hold as hold_outbox
 from perlinsos_shared.outbox import replay as replay_outbox
 from perlinsos_shared.settings import resolved_settings
 
@@ -32,7 +39,7 @@ def _database_url() -> str:
     return url
 
 
-async def _status(url: str) -> list[tuple[str, int, int, str]]:
+async def _status(url: str) -> list[tuple[str, int, int, str, bool]]:
     out = []
     for service in SERVICES:
         pool = await create_pool(url, service, max_size=1)
@@ -41,10 +48,11 @@ async def _status(url: str) -> list[tuple[str, int, int, str]]:
                 "SELECT count(*) AS total, count(*) FILTER (WHERE published_at IS NULL)"
                 " AS pending, coalesce(max(created_at)::text, '-') AS newest FROM outbox"
             )
+            is_held = await outbox_held(pool)
         finally:
             await pool.close()
         assert row is not None
-        out.append((service, int(row["total"]), int(row["pending"]), str(row["newest"])))
+        out.append((service, int(row["total"]), int(row["pending"]), str(row["newest"]), is_held))
     return out
 
 
@@ -54,20 +62,32 @@ async def replay_all(url: str, services: tuple[str, ...] = SERVICES) -> dict[str
     for service in services:
         pool = await create_pool(url, service, max_size=1)
         try:
-            counts[service] = await replay_outbox(pool)
+            counts[service] = await replay_outbox(pool, service)
         finally:
             await pool.close()
     return counts
+
+
+async def hold_all(url: str, services: tuple[str, ...] = SERVICES) -> None:
+    """Stop these services' relays from publishing (until `replay_all`); returns once no
+    relay batch is in flight."""
+    for service in services:
+        pool = await create_pool(url, service, max_size=1)
+        try:
+            await hold_outbox(pool, service)
+        finally:
+            await pool.close()
 
 
 @app.command()
 def status() -> None:
     """Events each service emitted, and how many still wait for the broker."""
     table = Table(title="outboxes")
-    for col in ("service", "events", "not yet published", "newest"):
+    for col in ("service", "events", "not yet published", "newest", "relay"):
         table.add_column(col)
-    for service, total, pending, newest in asyncio.run(_status(_database_url())):
-        table.add_row(service, f"{total:,}", f"{pending:,}", newest)
+    for service, total, pending, newest, is_held in asyncio.run(_status(_database_url())):
+        relay = "held (until replay)" if is_held else "publishing"
+        table.add_row(service, f"{total:,}", f"{pending:,}", newest, relay)
     console.print(table)
 
 
@@ -78,9 +98,26 @@ def replay(
     ),
 ) -> None:
     """Publish every event again from the outboxes (after the broker lost its topics)."""
+    counts = asyncio.run(replay_all(_database_url(), _known(service)))
+    for name, n in counts.items():
+        console.print(f"{name}: {n:,} events queued for publication again")
+
+
+@app.command()
+def hold(
+    service: list[str] = typer.Option(
+        list(SERVICES), "--service", "-s", help="only these services (repeatable)"
+    ),
+) -> None:
+    """Stop the relays publishing (before rebuilding a broker that lost its topics);
+    `replay` lets them go on, oldest event first."""
+    asyncio.run(hold_all(_database_url(), _known(service)))
+    for name in service:
+        console.print(f"{name}: relay held until `perlinsos outbox replay`")
+
+
+def _known(service: list[str]) -> tuple[str, ...]:
     unknown = set(service) - set(SERVICES)
     if unknown:
         raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
-    counts = asyncio.run(replay_all(_database_url(), tuple(service)))
-    for name, n in counts.items():
-        console.print(f"{name}: {n:,} events queued for publication again")
+    return tuple(service)

@@ -2,15 +2,30 @@
 
 A batch of Kafka records is decoded into envelopes; what cannot be decoded goes to the
 topic's `.dlq` twin (through the outbox, so it is never lost). The rest is applied in
-one transaction: inbox claim (redeliveries drop out), the service's handler, the outbox
-rows it added. If the batch fails for a reason that is not the database being away, each
-message is retried alone; one that still fails is dead-lettered and the partition moves on.
+one transaction: inbox claim on (`source`, `id`) (redeliveries drop out), the service's
+handler, the outbox rows it added.
+
+Failures are of two kinds (`is_transient`):
+
+- transient: the database is away or busy (connection lost, admin shutdown, cannot
+  connect now, too many connections, statement or lock timeout, serialization failure,
+  deadlock, read-only transaction). The batch waits (capped backoff with jitter) and is
+  tried again, for as long as it takes; nothing is dead-lettered. Meanwhile the consumer
+  does not poll, and `/readyz` says so after `PERLINSOS_CONSUMER_STALL_S`.
+- anything else: some message in the batch is poison. The batch is split in halves until
+  the failing message is alone; a message that fails alone `handler_max_attempts` times
+  goes to the `.dlq` twin and the partition moves on. A message that cannot even be
+  recorded (an over-long id is refused when decoding; anything else the database will not
+  store) is dead-lettered without its inbox row, and skipped (logged) if even its dead
+  letter cannot be written, so it never blocks its partition.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,16 +47,37 @@ log = logging.getLogger("perlinsos.consumer")
 MAX_BATCH_LINKS = 128  # the SDK's default link limit per span
 tracer = trace.get_tracer("perlinsos.consumer")
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    asyncio.TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-)
+# SQLSTATE classes and codes that say "the database, not this message": 08 connection
+# exception, 53 insufficient resources (too many connections, disk full, out of memory),
+# 57 operator intervention (admin shutdown, cannot connect now, statement timeout),
+# 40 transaction rollback (serialization failure, deadlock); 25006 read-only transaction
+# (a standby promoted meanwhile), 55P03 lock not available (lock timeout), 25P03 idle in
+# transaction timeout.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
+TRANSIENT_SQLSTATES = frozenset({"25006", "55P03", "25P03"})
+# OSErrors about files are a bug or a misconfiguration, not the network
+_LOCAL_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError)
+RETRY_BACKOFF_INITIAL_S = 0.2
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) means "wait and try again", not "poison"."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TimeoutError | ConnectionError):
+            return True
+        if isinstance(current, OSError) and not isinstance(current, _LOCAL_OS_ERRORS):
+            return True
+        if isinstance(current, asyncpg.PostgresError):
+            state = str(getattr(current, "sqlstate", "") or "")
+            if state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES:
+                return True
+        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True  # "connection is closed" / "connection was closed in the middle"
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class Record(Protocol):
@@ -74,6 +110,11 @@ class Incoming:
     def type(self) -> str:
         return self.envelope.type
 
+    @property
+    def event_key(self) -> tuple[str, str]:
+        """(`source`, `id`): what CloudEvents makes unique, and what the inbox records."""
+        return (self.envelope.source, self.envelope.id)
+
 
 Handler = Callable[[asyncpg.Connection, list[Incoming], Outbox], Awaitable[None]]
 UndecodableHook = Callable[[Record, str, Outbox], None]
@@ -89,19 +130,40 @@ def record_headers(record: Record) -> dict[str, str]:
     return out
 
 
+# A dead letter carries the original value up to this size (its first bytes beyond it,
+# with the original size and digest in headers): a copy plus headers must still fit the
+# broker's message size limit, or the relay could not publish it.
+DLQ_MAX_VALUE_BYTES = 512 * 1024
+DLQ_TRUNCATED_VALUE_BYTES = 64 * 1024
+DLQ_MAX_HEADERS = 32
+
+
+def _storable(text: str, limit: int) -> str:
+    """Text PostgreSQL will store (no NUL characters), at most `limit` characters."""
+    return text.replace("\x00", "\ufffd")[:limit]
+
+
 def dead_letter(outbox: Outbox, topic: Topic, record: Record, error: str) -> None:
-    headers = record_headers(record)
+    headers = {
+        _storable(k, 256): _storable(v, 4096)
+        for k, v in list(record_headers(record).items())[:DLQ_MAX_HEADERS]
+    }
+    value = record.value or b""
+    if len(value) > DLQ_MAX_VALUE_BYTES:
+        headers["x-dlq-truncated-from"] = str(len(value))
+        headers["x-dlq-original-sha256"] = hashlib.sha256(value).hexdigest()
+        value = value[:DLQ_TRUNCATED_VALUE_BYTES]
     headers.update(
         {
-            "x-dlq-error": error[:2000],
+            "x-dlq-error": _storable(error, 2000),
             "x-dlq-original-topic": record.topic,
             "x-dlq-original-partition": str(record.partition),
             "x-dlq-original-offset": str(record.offset),
             "x-dlq-failed-at": str(int(time.time())),
         }
     )
-    key = record.key.decode(errors="replace") if record.key is not None else None
-    outbox.add_raw(topic.dlq, key, record.value or b"", headers)
+    key = _storable(record.key.decode(errors="replace"), 1024) if record.key is not None else None
+    outbox.add_raw(topic.dlq, key, value, headers)
 
 
 def decode(record: Record) -> RawEnvelope:
@@ -130,6 +192,7 @@ class BatchConsumer:
         on_undecodable: UndecodableHook | None = None,
         after_commit: Callable[[], None] | None = None,
         max_attempts: int = 3,
+        retry_backoff_max_s: float = 10.0,
     ) -> None:
         self.service = service
         self.topic = topic
@@ -138,6 +201,8 @@ class BatchConsumer:
         self._on_undecodable = on_undecodable
         self._after_commit = after_commit
         self._max_attempts = max_attempts
+        self._retry_backoff_max_s = retry_backoff_max_s
+        self._rng = random.Random()
         self.stats = ConsumerStats()
         self._metrics = platform()
         self._labels = {"topic": topic.name}
@@ -210,14 +275,9 @@ class BatchConsumer:
                     m.span.set_attribute("perlinsos.batch", batch_ref)
         with trace.use_span(batch_span, end_on_exit=True):
             try:
-                await self._apply_batch(good, bad)
-            except TRANSIENT_ERRORS:
-                self._close_spans(good, error="database unavailable")
-                raise
-            except Exception:  # a poison message somewhere: isolate it
-                log.warning("batch failed; applying one message at a time", exc_info=True)
-                await self._apply_one_by_one(good, bad)
-        self._close_spans(good)
+                await self._apply(good, bad)
+            finally:
+                self._close_spans(good)
         self._metrics.batch_duration.record(time.perf_counter() - started, self._labels)
         if self._after_commit:
             self._after_commit()
@@ -269,12 +329,12 @@ class BatchConsumer:
                 dead_letter(outbox, self.topic, record, error)
                 if self._on_undecodable:
                     self._on_undecodable(record, error, outbox)
-            fresh_ids = await inbox.claim(conn, self.topic.name, [m.id for m in good])
+            fresh_keys = await inbox.claim(conn, self.topic.name, [m.event_key for m in good])
             fresh: list[Incoming] = []
             for m in good:
-                if m.id in fresh_ids:
+                if m.event_key in fresh_keys:
                     fresh.append(m)
-                    fresh_ids.discard(m.id)  # a repeat inside this batch is a duplicate too
+                    fresh_keys.discard(m.event_key)  # a repeat inside this batch: duplicate
             if fresh:
                 await self._handler(conn, fresh, outbox)
             await outbox.flush(conn)
@@ -288,56 +348,129 @@ class BatchConsumer:
         if bad:
             self._metrics.dead_letters.add(len(bad), self._labels)
 
-    async def _apply_batch(self, good: list[Incoming], bad: list[tuple[Record, str]]) -> None:
-        for attempt in range(1, self._max_attempts + 1):
+    async def _until_done(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work`; while it fails for a transient reason, wait and run it again.
+        Logged once when the database goes away and once when it is back."""
+        failures = 0
+        while True:
             try:
-                await self._transaction(good, bad)
-                return
-            except TRANSIENT_ERRORS:
-                if attempt == self._max_attempts:
+                await work()
+            except Exception as exc:
+                if not is_transient(exc):
                     raise
-                await asyncio.sleep(0.2 * 2**attempt)
-
-    async def _apply_one_by_one(self, good: list[Incoming], bad: list[tuple[Record, str]]) -> None:
-        if bad:
-            await self._apply_batch([], bad)
-        for m in good:
-            for attempt in range(1, self._max_attempts + 1):
-                try:
-                    await self._transaction([m], [])
-                    break
-                except TRANSIENT_ERRORS:
-                    if attempt == self._max_attempts:
-                        raise
-                    await asyncio.sleep(0.2 * 2**attempt)
-                except Exception as exc:
-                    if attempt < self._max_attempts:
-                        continue
-                    log.error(
-                        "message dead-lettered after %d attempts",
-                        attempt,
-                        extra={"event_id": m.id, "topic": self.topic.name, "error": repr(exc)},
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "database unavailable; the batch waits and is tried again",
+                        extra={"topic": self.topic.name, "error": _short_error(exc)},
                     )
-                    if m.span is not None:
-                        # not record_exception: an exception's text may quote the input
-                        m.span.add_event(
-                            "exception",
-                            {
-                                "exception.type": type(exc).__name__,
-                                "exception.message": _short_error(exc),
-                            },
-                        )
-                        m.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                        m.span.set_attribute("perlinsos.dead_lettered", True)
-                    await self._dead_letter_applied(m, _short_error(exc))
+                ceiling = min(
+                    self._retry_backoff_max_s, RETRY_BACKOFF_INITIAL_S * 2 ** (failures - 1)
+                )
+                await asyncio.sleep(ceiling * (0.5 + 0.5 * self._rng.random()))
+                continue
+            if failures:
+                log.info(
+                    "database back; batch applied",
+                    extra={"topic": self.topic.name, "attempts": failures + 1},
+                )
+            return
 
-    async def _dead_letter_applied(self, m: Incoming, error: str) -> None:
-        pool = self._pool_getter()
-        async with pool.acquire() as conn, conn.transaction():
-            outbox = Outbox()
-            dead_letter(outbox, self.topic, m.record, error)
-            await inbox.claim(conn, self.topic.name, [m.id])
-            await outbox.flush(conn)
+    async def _apply(self, good: list[Incoming], bad: list[tuple[Record, str]]) -> None:
+        try:
+            await self._until_done(lambda: self._transaction(good, bad))
+            return
+        except Exception as exc:  # a poison message somewhere: find it
+            log.warning(
+                "batch failed; isolating the message that fails",
+                extra={"topic": self.topic.name, "error": _short_error(exc)},
+            )
+        if bad:
+            try:
+                await self._until_done(lambda: self._transaction([], bad))
+            except Exception:
+                for record, error in bad:
+                    await self._dead_letter_alone(record, error, None)
+        await self._bisect(good, known_to_fail=True)
+
+    async def _bisect(self, messages: list[Incoming], *, known_to_fail: bool = False) -> None:
+        """Apply `messages`, halving what fails until the poison message is alone."""
+        if not messages:
+            return
+        if len(messages) == 1:
+            await self._apply_alone(messages[0])
+            return
+        if not known_to_fail:
+            try:
+                await self._until_done(lambda: self._transaction(messages, []))
+                return
+            except Exception:
+                pass
+        half = len(messages) // 2
+        await self._bisect(messages[:half])  # in order: a key's events stay in sequence
+        await self._bisect(messages[half:])
+
+    async def _apply_alone(self, m: Incoming) -> None:
+        error: Exception | None = None
+        for _attempt in range(self._max_attempts):
+            try:
+                await self._until_done(lambda: self._transaction([m], []))
+                return
+            except Exception as exc:
+                error = exc
+        assert error is not None
+        log.error(
+            "message dead-lettered after %d attempts",
+            self._max_attempts,
+            extra={"event_id": m.id[:64], "topic": self.topic.name, "error": repr(error)},
+        )
+        if m.span is not None:
+            # not record_exception: an exception's text may quote the input
+            m.span.add_event(
+                "exception",
+                {
+                    "exception.type": type(error).__name__,
+                    "exception.message": _short_error(error),
+                },
+            )
+            m.span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            m.span.set_attribute("perlinsos.dead_lettered", True)
+        await self._dead_letter_alone(m.record, _short_error(error), m.event_key)
+
+    async def _dead_letter_alone(
+        self, record: Record, error: str, event_key: inbox.EventKey | None
+    ) -> None:
+        """One dead letter in its own transaction, with its inbox row when that can be
+        stored (a redelivery then makes no second dead letter); skipped, loudly, if even
+        the dead letter cannot be written, so the partition moves on."""
+
+        async def write() -> None:
+            pool = self._pool_getter()
+            async with pool.acquire() as conn, conn.transaction():
+                outbox = Outbox()
+                dead_letter(outbox, self.topic, record, error)
+                await outbox.flush(conn)
+                if event_key is not None:
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            await inbox.claim(conn, self.topic.name, [event_key])
+                    except asyncpg.PostgresError as exc:
+                        if is_transient(exc):
+                            raise
+
+        try:
+            await self._until_done(write)
+        except Exception as exc:
+            log.error(
+                "message could not be dead-lettered; skipped",
+                extra={
+                    "topic": self.topic.name,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "error": _short_error(exc),
+                },
+            )
+            return
         self.stats.dead_letters += 1
         self._metrics.dead_letters.add(1, self._labels)
 

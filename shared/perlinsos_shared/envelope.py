@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from perlinsos_shared.clock import now_local
 
 CONTENT_TYPE = "application/cloudevents+json"
+# Longest `id`, `source`, `type` and `subject` accepted: the inbox indexes (source, id), and
+# an over-long value could not be stored there (a message the consumer could never
+# record would block its partition). Longer ones fail validation and are dead-lettered.
+MAX_ATTRIBUTE_LENGTH = 256
 
 DataT = TypeVar("DataT", bound=BaseModel)
 
@@ -21,11 +25,13 @@ class CloudEvent(BaseModel, Generic[DataT]):
     model_config = ConfigDict(extra="ignore")
 
     specversion: str = Field(default="1.0", pattern=r"^1\.0$")
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1)
-    source: str = Field(min_length=1)
-    type: str = Field(min_length=1)
+    id: str = Field(
+        default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=MAX_ATTRIBUTE_LENGTH
+    )
+    source: str = Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)
+    type: str = Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)
     time: datetime = Field(default_factory=now_local)
-    subject: str | None = None
+    subject: str | None = Field(default=None, max_length=MAX_ATTRIBUTE_LENGTH)
     datacontenttype: str = "application/json"
     data: DataT
 
@@ -36,11 +42,11 @@ class RawEnvelope(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     specversion: str = Field(pattern=r"^1\.0$")
-    id: str = Field(min_length=1)
-    source: str = Field(min_length=1)
-    type: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)
+    source: str = Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)
+    type: str = Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)
     time: datetime | None = None
-    subject: str | None = None
+    subject: str | None = Field(default=None, max_length=MAX_ATTRIBUTE_LENGTH)
     datacontenttype: str | None = None
     data: Any = None
 

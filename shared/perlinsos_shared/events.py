@@ -129,6 +129,12 @@ class ParticipantEnrolled(Contract):
     agency: str
     request_id: str
     enrolled_at: datetime
+    membership: int = Field(
+        default=1,
+        ge=1,
+        description="1 for a first enrolment; 2, 3, ... when the same participant (same"
+        " participant_id) is enrolled again after an exit: a new membership period",
+    )
 
 
 class ParticipantExited(Contract):
@@ -146,6 +152,9 @@ class ParticipantExited(Contract):
 class DecisionReason(BaseModel):
     code: str
     message: str
+    # The values behind the message (rule bounds, the year of a quota, the next funded
+    # month as YYYY-MM), so notify can word it for an SMS without knowing the rules.
+    params: dict[str, str | int] = Field(default_factory=dict)
 
 
 Outcome = Literal["eligible", "ineligible", "waitlisted", "exited"]
@@ -174,6 +183,14 @@ class EligibilityDecided(Contract):
     # answer `perlinsos notify status NIK` (notify keeps only a pseudonym and the masked
     # form). Absent on later decisions (promotion, exit): look those up by participant id.
     nik: str | None = None
+    # Why an `exited` decision ended cover (registry's exit reason); absent when cover ended
+    # for another cause (a re-evaluation under changed rules). A DECEASED exit is answered
+    # with condolences to the family, never with "your cover ended".
+    exit_reason: ExitReason | None = None
+    # How to address the person: sex from the KTP and the full name (notify picks the
+    # first word that is a name). Absent on decisions made before these fields existed.
+    sex: Literal["L", "P"] | None = None
+    full_name: str | None = None
 
 
 # --- premium.summaries.v1 (public: premium -> finance) --------------------------------

@@ -1,4 +1,9 @@
-"""Inbox: consumed event ids, recorded in the transaction that applied them."""
+"""Inbox: consumed events' (`source`, `id`), recorded in the transaction that applied them.
+
+CloudEvents makes `source` + `id` unique, not `id` alone: two agencies may number their
+events alike. Rows recorded before the inbox knew sources have source '' and still match
+on the id alone, so an event applied then is not applied again when redelivered now.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,20 @@ from collections.abc import Sequence
 
 import asyncpg
 
+EventKey = tuple[str, str]  # (source, id)
 
-async def claim(conn: asyncpg.Connection, topic: str, event_ids: Sequence[str]) -> set[str]:
-    """Record these ids; return those never seen before (the ones to apply)."""
-    if not event_ids:
+
+async def claim(conn: asyncpg.Connection, topic: str, events: Sequence[EventKey]) -> set[EventKey]:
+    """Record these events; return those never seen before (the ones to apply)."""
+    if not events:
         return set()
     rows = await conn.fetch(
-        "INSERT INTO inbox (event_id, topic) SELECT DISTINCT unnest($1::text[]), $2 "
-        "ON CONFLICT DO NOTHING RETURNING event_id",
-        list(event_ids),
+        "INSERT INTO inbox (source, event_id, topic)"
+        " SELECT DISTINCT e.source, e.id, $3 FROM unnest($1::text[], $2::text[]) AS e(source, id)"
+        " WHERE NOT EXISTS (SELECT 1 FROM inbox l WHERE l.source = '' AND l.event_id = e.id)"
+        " ON CONFLICT DO NOTHING RETURNING source, event_id",
+        [source for source, _ in events],
+        [event_id for _, event_id in events],
         topic,
     )
-    return {r["event_id"] for r in rows}
+    return {(r["source"], r["event_id"]) for r in rows}

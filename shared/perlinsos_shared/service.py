@@ -144,6 +144,7 @@ class ServiceRuntime:
             on_undecodable=on_undecodable,
             after_commit=self._wake_relay,
             max_attempts=self.settings.handler_max_attempts,
+            retry_backoff_max_s=self.settings.consumer_retry_backoff_max_s,
         )
         self.consumers.append(consumer)
 

@@ -8,7 +8,7 @@ a database lock so several instances never over-fill a quota.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Generic, Literal, TypeVar
@@ -39,6 +39,12 @@ class Check:
     passed: bool
     detail: str
     code: str | None = None  # the reason code when it failed
+    # the rule's values behind a failure (bounds, year, next funded month), for the message
+    params: Mapping[str, str | int] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> DecisionReason | None:
+        return reason(self.code, self.params) if not self.passed and self.code else None
 
     def as_json(self) -> dict[str, object]:
         return {"rule": self.rule, "passed": self.passed, "detail": self.detail, "code": self.code}
@@ -59,7 +65,7 @@ class Assessment:
 
     @property
     def reasons(self) -> list[DecisionReason]:
-        return [reason(c.code) for c in self.checks if not c.passed and c.code]
+        return [r for r in (c.reason for c in self.checks) if r is not None]
 
     @property
     def rule_version(self) -> str:
@@ -117,6 +123,12 @@ def assess(
             f"usia {age} tahun pada {cover_start.isoformat()}; batas "
             f"{rule_set.min_age} s.d. di bawah {rule_set.max_age_exclusive}",
             None if in_range else "AGE_OUT_OF_RANGE",
+            {
+                "min_age": rule_set.min_age,
+                "max_age": rule_set.max_age_exclusive,
+                "oldest": rule_set.max_age_exclusive - 1,
+                "age": age,
+            },
         )
     )
     if rule_set.exclude_bpjs_tk_members:
@@ -143,6 +155,7 @@ def window_check(rule_set: RuleSet, day: date) -> Check:
         False,
         f"{day:%Y-%m} tidak didanai ({rule_set.label}){after}",
         "OUTSIDE_FUNDING_WINDOW",
+        {"next_month": f"{following:%Y-%m}"} if following else {},
     )
 
 

@@ -37,6 +37,8 @@ def newcomer(p: ParticipantEnrolled, headers: Headers) -> Newcomer:
             enrolled_at=p.enrolled_at,
             nik_hash=pseudonym(p.nik),
             nik=p.nik,
+            full_name=p.full_name,
+            sex=p.sex,
         ),
         headers,
     )

@@ -41,7 +41,14 @@ from perlinsos_eligibility.store import (
     save_places,
 )
 from perlinsos_shared.envelope import make_event
-from perlinsos_shared.events import EligibilityDecided, FundingLine, Outcome, ParticipantExited
+from perlinsos_shared.events import (
+    DecisionReason,
+    EligibilityDecided,
+    ExitReason,
+    FundingLine,
+    Outcome,
+    ParticipantExited,
+)
 from perlinsos_shared.metrics import get_meter
 from perlinsos_shared.outbox import Outbox
 from perlinsos_shared.topics import DECISIONS
@@ -124,7 +131,8 @@ class Placement:
         rule_version: str,
         funding_line: FundingLine | None,
         checks: Sequence[Check] | None = None,
-        reason_codes: Sequence[str] = (),
+        reasons: Sequence[DecisionReason] = (),
+        exit_reason: ExitReason | None = None,
         cover_start: date | None = None,
         cover_end: date | None = None,
         promoted: bool = False,
@@ -133,7 +141,6 @@ class Placement:
         publish: bool = True,
     ) -> Person:
         """Record a new state for `p` and, if `publish`, the decision that announces it."""
-        reasons = [reason(c) for c in reason_codes]
         check_json = [c.as_json() for c in checks] if checks is not None else p.checks
         updated = self._set(
             p.but(
@@ -152,7 +159,7 @@ class Placement:
                 decision_id=str(uuid.uuid4()),
                 participant_id=p.participant_id,
                 outcome=outcome,
-                reasons=reasons,
+                reasons=list(reasons),
                 funding_line=funding_line,
                 cover_start=cover_start,
                 cover_end=cover_end,
@@ -165,6 +172,9 @@ class Placement:
                 phone_e164=p.phone_e164,
                 decided_at=self.now,
                 nik=p.nik,
+                exit_reason=exit_reason,
+                sex=p.sex,
+                full_name=p.full_name,
             )
             self.decisions.append((decision, check_json, headers or {}))
         return updated
@@ -178,7 +188,7 @@ class Placement:
             rule_version=a.rule_version,
             funding_line=a.funding_line,
             checks=a.checks,
-            reason_codes=[r.code for r in a.reasons],
+            reasons=a.reasons,
             headers=headers,
             **kw,
         )
@@ -236,14 +246,14 @@ class Placement:
         for p, a, h in result.waitlisted:
             places.waiting += 1
             quota = _quota_check(rule_set, day, places.holders)
-            code = "OUTSIDE_FUNDING_WINDOW" if not window.passed else "QUOTA_FULL"
+            why = (window if not window.passed else quota).reason
             self._decide(
                 p,
                 "waitlisted",
                 rule_version=rule_set.label,
                 funding_line=line,
                 checks=[*a.checks, window, quota],
-                reason_codes=[code],
+                reasons=[why or reason("QUOTA_FULL")],
                 headers=h,
             )
 
@@ -300,6 +310,7 @@ class Placement:
                     cover_start=p.cover_start,
                     cover_end=ex.effective_date,
                     headers=headers,
+                    exit_reason=ex.reason,
                 )
             elif p.outcome != "exited":
                 p = self._decide(
@@ -345,7 +356,7 @@ class Placement:
                         rule_version=a.rule_version,
                         funding_line=line,
                         checks=a.checks,
-                        reason_codes=[r.code for r in a.reasons],
+                        reasons=a.reasons,
                         cover_start=p.cover_start,
                         cover_end=end,
                     )
@@ -368,4 +379,5 @@ def _quota_check(rule_set: RuleSet, day: date, holders: int) -> Check:
     quota = rule_set.quota_on(day)
     passed = holders < quota
     detail = f"kuota {day.year}: {quota}; terisi {holders} ({rule_set.label})"
-    return Check("QUOTA", passed, detail, None if passed else "QUOTA_FULL")
+    params = {"year": day.year, "quota": quota}
+    return Check("QUOTA", passed, detail, None if passed else "QUOTA_FULL", params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -16,7 +16,7 @@ from perlinsos_shared.events import Address, EligibilityDecided, FundingLine, Oc
 _PERSON_COLUMNS = (
     "participant_id, occupation, funding_line, birth_date, address, existing_bpjs_tk,"
     " first_name, phone_e164, agency, request_id, enrolled_at, outcome, cover_start,"
-    " cover_end, rule_version, decided_at, nik_hash, checks, reasons"
+    " cover_end, rule_version, decided_at, nik_hash, checks, reasons, full_name, sex"
 )
 
 
@@ -51,6 +51,10 @@ class Person:
     # Held only while the enrolment that carried it is decided (for notify's lookup by
     # NIK); never stored: eligibility keeps the pseudonym above.
     nik: str | None = field(default=None, compare=False, repr=False)
+    # How SMS address the person (notify picks the name word); None for people enrolled
+    # before eligibility kept them.
+    full_name: str | None = field(default=None, repr=False)
+    sex: Literal["L", "P"] | None = None
 
     @property
     def applicant(self) -> Applicant:
@@ -81,6 +85,8 @@ def _person(row: asyncpg.Record) -> Person:
         decided_at=row["decided_at"],
         checks=list(row["checks"] or []),
         reasons=list(row["reasons"] or []),
+        full_name=row["full_name"],
+        sex=row["sex"] if row["sex"] in ("L", "P") else None,
     )
 
 
@@ -210,6 +216,8 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
                     p.nik_hash,
                     _json(p.checks),
                     _json(p.reasons),
+                    p.full_name,
+                    p.sex,
                 )
                 for p in batch
             ),
@@ -219,13 +227,13 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
     await conn.execute(
         f"INSERT INTO participants ({_PERSON_COLUMNS})"
         " SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,"
-        " c18::jsonb, c19::jsonb"
+        " c18::jsonb, c19::jsonb, c20, c21"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::jsonb[],"
         " $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],"
         " $12::text[], $13::date[], $14::date[], $15::text[], $16::timestamptz[], $17::text[],"
-        " $18::text[], $19::text[])"
+        " $18::text[], $19::text[], $20::text[], $21::text[])"
         " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,"
-        " c18, c19)"
+        " c18, c19, c20, c21)"
         " ON CONFLICT (participant_id) DO UPDATE SET"
         " occupation = excluded.occupation, funding_line = excluded.funding_line,"
         " birth_date = excluded.birth_date, address = excluded.address,"
@@ -235,7 +243,8 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
         " outcome = excluded.outcome, cover_start = excluded.cover_start,"
         " cover_end = excluded.cover_end, rule_version = excluded.rule_version,"
         " decided_at = excluded.decided_at, nik_hash = excluded.nik_hash,"
-        " checks = excluded.checks, reasons = excluded.reasons",
+        " checks = excluded.checks, reasons = excluded.reasons,"
+        " full_name = excluded.full_name, sex = excluded.sex",
         *[list(c) for c in cols],
     )
 

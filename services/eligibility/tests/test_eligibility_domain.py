@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -107,6 +108,20 @@ def test_birth_dates_from_womens_niks(nik: str, day: date, ok: bool) -> None:
     assert ("AGE_OUT_OF_RANGE" not in codes(a, day)) is ok
 
 
+@pytest.mark.parametrize(
+    ("birth", "age"),
+    [(date(2009, 3, 3), 16), (date(1961, 3, 2), 65)],  # too young, too old
+)
+def test_an_age_refusal_names_both_bounds_from_the_rule_data(birth: date, age: int) -> None:
+    (refusal,) = assess(applicant(birth_date=birth), BOOK, DAY).reasons
+    assert refusal.code == "AGE_OUT_OF_RANGE"
+    assert refusal.params == {"min_age": 17, "max_age": 65, "oldest": 64, "age": age}
+    assert refusal.message == (
+        "Usia pada tanggal mulai perlindungan harus 17 tahun sampai di bawah 65 tahun; "
+        f"usia Anda {age} tahun"
+    )
+
+
 def test_age_on() -> None:
     assert age_on(date(2000, 1, 1), date(2025, 12, 31)) == 25
     assert age_on(date(2000, 1, 1), date(2026, 1, 1)) == 26
@@ -173,7 +188,19 @@ def test_window_check_names_the_next_funded_month() -> None:
     check = window_check(rule_set, date(2025, 3, 1))
     assert not check.passed and check.code == "OUTSIDE_FUNDING_WINDOW"
     assert "2025-06" in check.detail
+    assert check.reason is not None and check.reason.params == {"next_month": "2025-06"}
+    assert "berikutnya 2025-06" in check.reason.message
+    assert "belum terlindungi" in check.reason.message
     assert window_check(rule_set, date(2025, 6, 1)).passed
+
+
+def test_a_window_with_no_next_funded_month_still_explains_itself() -> None:
+    rule_set = BOOK.in_force(FundingLine.PERWAKO_30_2025, date(2025, 3, 1))
+    assert rule_set is not None
+    unfunded = replace(rule_set, funding={})
+    reason = window_check(unfunded, date(2025, 3, 1)).reason
+    assert reason is not None and reason.params == {}
+    assert "belum ada bulan didanai berikutnya" in reason.message
 
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=BATAM_TZ)

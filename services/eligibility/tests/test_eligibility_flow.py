@@ -156,6 +156,8 @@ async def test_quota_waitlist_and_promotion_oldest_first(
         assert (len(seen), len(eligible), len(waitlisted)) == (n + k, n, k)
         assert all(d["cover_start"] == today_local().isoformat() for d in eligible)
         assert all([r["code"] for r in d["reasons"]] == ["QUOTA_FULL"] for d in waitlisted)
+        year = today_local().year
+        assert all(d["reasons"][0]["params"] == {"year": year, "quota": n} for d in waitlisted)
         assert all(d["rule_version"] == f"{line.value}@test" for d in seen)
         assert len({d["decision_id"] for d in seen}) == len(seen)
         # j exits free j places: the j oldest waiting are promoted, in arrival order
@@ -167,10 +169,10 @@ async def test_quota_waitlist_and_promotion_oldest_first(
                     participant_id=p.participant_id,
                     agency="TEST",
                     request_id=f"exit-{p.request_id}",
-                    reason=ExitReason.ROLE_ENDED,
+                    reason=ExitReason.DECEASED if i == 0 else ExitReason.ROLE_ENDED,
                     effective_date=today_local(),
                 )
-                for p in leaving
+                for i, p in enumerate(leaving)
             ],
         )
         seen = await decisions.until(n + k + 2 * j)
@@ -180,6 +182,14 @@ async def test_quota_waitlist_and_promotion_oldest_first(
         assert len(later) == 2 * j
         assert {d["participant_id"] for d in exited} == {p.participant_id for p in leaving}
         assert all(d["cover_end"] == today_local().isoformat() for d in exited)
+        # the exit reason travels on the decision (notify answers a death differently)
+        reasons_of = {d["participant_id"]: d["exit_reason"] for d in exited}
+        assert reasons_of == {
+            leaving[0].participant_id: "DECEASED",
+            **{p.participant_id: "ROLE_ENDED" for p in leaving[1:]},
+        }
+        # how to address the person comes along on every decision, promotions included
+        assert all(d["sex"] == "L" and d["full_name"].startswith("Peserta") for d in later)
         assert all(d["promoted"] and d["cover_start"] for d in promoted)
         waiting_in_order = [
             p.participant_id

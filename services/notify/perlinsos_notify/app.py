@@ -7,6 +7,7 @@ import os
 
 from perlinsos_notify.handlers import make_handler
 from perlinsos_notify.providers import make_provider
+from perlinsos_notify.render import check_fits
 from perlinsos_notify.sender import Sender
 from perlinsos_shared.service import ServiceRuntime
 from perlinsos_shared.settings import Settings
@@ -25,6 +26,7 @@ def _crash() -> None:
 def build(settings: Settings | None = None) -> ServiceRuntime:
     """The notify service, wired: subscriptions, handlers, background loops."""
     runtime = ServiceRuntime("notify", settings)
+    check_fits(runtime.settings.sms_brand, runtime.settings.sms_help_line)  # else refuse
     wake = asyncio.Event()
     runtime.consume(DECISIONS, make_handler(runtime.settings, wake))
     sender = Sender.from_settings(

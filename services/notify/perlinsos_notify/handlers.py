@@ -34,6 +34,8 @@ def make_handler(settings: Settings, wake: asyncio.Event) -> Any:
         for m in messages:
             d = EligibilityDecided.model_validate(m.envelope.data)
             sms = render(d, settings.sms_brand, settings.sms_help_line)
+            if sms is None:  # the template data sends nothing for this decision
+                continue
             code = undeliverable_reason(d.phone_e164)
             cols["message_id"].append(message_id_for(d.decision_id))
             cols["participant_id"].append(d.participant_id)

@@ -9,6 +9,7 @@ transliterated (Ṡyahrül -> Syahrul), never allowed to switch the message to U
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from perlinsos_shared.events import EligibilityDecided
+from perlinsos_shared.events import DecisionReason, EligibilityDecided, ExitReason
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -29,7 +30,7 @@ GSM7_BASIC = frozenset(
 _PLAIN = frozenset(chr(c) for c in range(32, 127)) & GSM7_BASIC
 SINGLE_PART = 160
 MONTHS_ID = ("Jan", "Feb", "Mar", "Apr", "Mei", "Jun", "Jul", "Agu", "Sep", "Okt", "Nov", "Des")
-TEMPLATE_NAMES = ("eligible", "promoted", "waitlisted", "ineligible", "exited")
+TEMPLATE_NAMES = ("eligible", "promoted", "waitlisted", "ineligible", "exited", "deceased")
 _PUNCTUATION = str.maketrans(
     {
         "‘": "'",
@@ -71,23 +72,62 @@ _PUNCTUATION = str.maketrans(
 )
 
 
+class TemplateError(ValueError):
+    """Template data or settings that cannot give a one-part GSM-7 SMS (refused at start)."""
+
+
+@dataclass(frozen=True)
+class Names:
+    """How people are addressed: a salutation from the KTP sex and the first word of the
+    full name that is a name (initials and titles skipped, as data)."""
+
+    salutations: dict[str, str]  # "L" -> "Bapak", "P" -> "Ibu", "" -> "Bapak/Ibu"
+    skip: tuple[tuple[str, ...], ...]  # titles, longest first, casefolded, without dots
+
+
 @dataclass(frozen=True)
 class TemplateSet:
-    templates: dict[str, str]
+    templates: dict[str, str]  # an empty text: no SMS for that decision
     first_name_limit: int
-    reasons: dict[str, str]
+    reasons: dict[str, tuple[str, ...]]  # tried in order: the first whose values are known
+    names: Names
+    reason_room: int  # characters a refusal reason gets at least (checked at start)
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    return tuple(" ".join(str(v).split()) for v in items)
+
+
+def _names(raw: dict[str, Any]) -> Names:
+    salutations = {str(k): str(v) for k, v in (raw.get("salutations") or {}).items()}
+    for key in ("L", "P", "unknown"):
+        if not salutations.get(key):
+            raise TemplateError(f"sms_id.yaml: names.salutations lacks {key}")
+    phrases = {
+        tuple(w.rstrip(".").casefold() for w in str(title).split())
+        for title in raw.get("skip") or []
+    }
+    return Names(salutations, tuple(sorted(phrases, key=len, reverse=True)))
 
 
 @lru_cache(maxsize=1)
 def template_set() -> TemplateSet:
     text = resources.files("perlinsos_notify.templates").joinpath("sms_id.yaml").read_text("utf-8")
     loaded: dict[str, Any] = yaml.safe_load(text)
-    templates = {str(k): " ".join(str(v).split()) for k, v in loaded["templates"].items()}
+    templates = {str(k): " ".join(str(v or "").split()) for k, v in loaded["templates"].items()}
     missing = set(TEMPLATE_NAMES) - set(templates)
     if missing:
-        raise ValueError(f"sms_id.yaml lacks templates {sorted(missing)}")
-    reasons = {str(k): " ".join(str(v).split()) for k, v in (loaded.get("reasons") or {}).items()}
-    return TemplateSet(templates, int(loaded.get("limits", {}).get("first_name", 12)), reasons)
+        raise TemplateError(f"sms_id.yaml lacks templates {sorted(missing)}")
+    reasons = {str(k): _texts(v) for k, v in (loaded.get("reasons") or {}).items()}
+    limits = loaded.get("limits") or {}
+    return TemplateSet(
+        templates,
+        int(limits.get("first_name", 12)),
+        reasons,
+        _names(loaded.get("names") or {}),
+        int(limits.get("reason_room", 30)),
+    )
 
 
 def templates() -> dict[str, str]:
@@ -127,6 +167,45 @@ def shorten(text: str, budget: int) -> str:
     return cut.rstrip(" ,;:.-") + "..."
 
 
+_NAME_TOKEN = re.compile(r"[^\s.,]+\.?")
+
+
+def name_word(full_name: str, names: Names) -> str | None:
+    """The first word of `full_name` that is a name: initials ("M.", "A") and titles
+    ("Hj.", "Ni Luh", "Ir.") skipped, as the data lists them; None when none is left.
+
+    "H.Abdul" and "M.Syahrul" are read as two words; a name written in capitals (as on
+    the KTP) is put in title case.
+    """
+    tokens = _NAME_TOKEN.findall(to_gsm7(full_name))
+    keys = [t.rstrip(".").casefold() for t in tokens]
+    i = 0
+    while i < len(tokens):
+        skipped = next(
+            (len(p) for p in names.skip if tuple(keys[i : i + len(p)]) == p),
+            0,
+        )
+        if skipped:
+            i += skipped
+            continue
+        word = tokens[i].rstrip(".'-")
+        if len(keys[i]) <= 1 or not any(c.isalpha() for c in word):
+            i += 1  # an initial, or no letters at all
+            continue
+        return word.capitalize() if word.isupper() or word.islower() else word
+    return None
+
+
+def greeting(full_name: str | None, first_name: str, sex: str | None, ts: TemplateSet) -> str:
+    """`Bapak Syahrul`, `Ibu Siti`; "Bapak" or "Ibu" alone when no word is a name;
+    "Bapak/Ibu" when the sex is not known (decisions made before it was carried)."""
+    salutation = ts.names.salutations.get(sex or "", ts.names.salutations["unknown"])
+    word = name_word(full_name or first_name, ts.names)
+    if not word:
+        return salutation
+    return salutation + " " + word[: ts.first_name_limit].rstrip(" '.-")
+
+
 def first_name_for_sms(first_name: str, limit: int) -> str:
     name = to_gsm7(first_name).strip(" '.-")
     if not name:
@@ -143,30 +222,115 @@ class Sms:
 def template_for(d: EligibilityDecided) -> str:
     if d.outcome == "eligible":
         return "promoted" if d.promoted else "eligible"
+    if d.outcome == "exited" and d.exit_reason == ExitReason.DECEASED:
+        return "deceased"
     return d.outcome
 
 
-def render(d: EligibilityDecided, brand: str, help_line: str) -> Sms:
-    """The one SMS for this decision: GSM-7, at most 160 characters."""
-    ts = template_set()
-    name = template_for(d)
-    values = {
+def _param_text(value: str | int) -> str:
+    """A month `2027-01` as "Jan 2027", a date as "30 Sep 2025", anything else as is."""
+    text = str(value)
+    if _MONTH.match(text):
+        return f"{MONTHS_ID[int(text[5:7]) - 1]} {text[:4]}"
+    if _DAY.match(text):
+        return fmt_date(date.fromisoformat(text))
+    return text
+
+
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def reason_text(first: DecisionReason | None, ts: TemplateSet) -> str:
+    """The first reason in plain words: the first of its texts whose values the decision
+    carries, else eligibility's own message."""
+    if first is None:
+        return ""
+    values = {k: _param_text(v) for k, v in first.params.items()}
+    for candidate in ts.reasons.get(first.code, ()):
+        try:
+            return candidate.format(**values)
+        except (KeyError, IndexError):
+            continue
+    return first.message
+
+
+def _values(
+    brand: str, help_line: str, greet: str, first_name: str, start: str, end: str
+) -> dict[str, str]:
+    return {
         "brand": to_gsm7(brand),
-        "first_name": first_name_for_sms(d.first_name, ts.first_name_limit),
-        "cover_start": fmt_date(d.cover_start),
-        "cover_end": fmt_date(d.cover_end),
+        "greeting": greet,
+        "first_name": first_name,
+        "cover_start": start,
+        "cover_end": end,
         "help_line": to_gsm7(help_line),
         "reason": "",
     }
+
+
+def render(d: EligibilityDecided, brand: str, help_line: str) -> Sms | None:
+    """The one SMS for this decision (GSM-7, at most 160 characters), or None when the
+    template data says to send nothing for it (an empty template)."""
+    ts = template_set()
+    name = template_for(d)
     template = ts.templates[name]
+    if not template:
+        return None
+    greet = greeting(d.full_name, d.first_name, d.sex, ts)
+    word = name_word(d.full_name or d.first_name, ts.names)
+    values = _values(
+        brand,
+        help_line,
+        greet,
+        first_name_for_sms(word or greet, ts.first_name_limit),
+        fmt_date(d.cover_start),
+        fmt_date(d.cover_end),
+    )
     if "{reason}" in template:
         first = d.reasons[0] if d.reasons else None
-        plain = (ts.reasons.get(first.code) or first.message) if first else ""
-        reason = to_gsm7(plain).rstrip(" .")
+        reason = to_gsm7(reason_text(first, ts)).rstrip(" .")
         reason = reason or "syarat belum terpenuhi"
         fixed = len(template.format(**values))
         values["reason"] = shorten(reason, max(0, SINGLE_PART - fixed))
     text = template.format(**values).replace("....", "...")  # a shortened reason, then "."
-    if len(text) > SINGLE_PART:  # a brand or help line longer than any test imagined
+    if len(text) > SINGLE_PART:  # cannot happen once `check_fits` passed at start-up
         text = shorten(text, SINGLE_PART)
     return Sms(template=name, text=text)
+
+
+def check_fits(brand: str, help_line: str) -> None:
+    """Refuse (at start-up) a brand or help line that would not leave every template one
+    GSM-7 part with the longest name, the longest date and room for a reason: better than
+    cutting the help number off a message."""
+    ts = template_set()
+    longest_greeting = (
+        max(ts.names.salutations.values(), key=len) + " " + "W" * (ts.first_name_limit)
+    )
+    values = _values(
+        brand,
+        help_line,
+        longest_greeting,
+        "W" * ts.first_name_limit,
+        "30 Sep 2025",
+        "30 Sep 2025",
+    )
+    problems = []
+    for name, template in sorted(ts.templates.items()):
+        if not template:
+            continue
+        try:
+            length = len(template.format(**values))
+        except (KeyError, IndexError) as exc:
+            raise TemplateError(f"template {name}: unknown placeholder {exc}") from exc
+        if "{reason}" in template:
+            length += ts.reason_room
+        if length > SINGLE_PART:
+            problems.append(f"{name} needs {length} characters")
+    if problems:
+        raise TemplateError(
+            f"SMS_BRAND ({len(values['brand'])} characters) and SMS_HELP_LINE "
+            f"({len(values['help_line'])}) leave no room for a one-part SMS: "
+            + "; ".join(problems)
+            + f" (at most {SINGLE_PART})"
+        )

@@ -23,6 +23,7 @@ MESSAGES: dict[str, str] = {
     "EXIT_BEFORE_ENROLMENT": "Tanggal keluar lebih awal dari tanggal pendaftaran",
     "ALREADY_EXITED": "Peserta sudah tercatat keluar",
     "UNKNOWN_EVENT_TYPE": "Jenis event tidak dikenal untuk topik intake",
+    "SOURCE_UNVERIFIED": "Asal pesan tidak dapat dibuktikan sebagai instansi pengirim",
 }
 
 

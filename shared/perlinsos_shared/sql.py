@@ -1,0 +1,64 @@
+"""Set-based writes: many rows in one statement, and JSON text for jsonb parameters.
+
+Hot paths write a batch per statement (`INSERT ... SELECT FROM unnest(...)`), never a
+row per round trip. `insert_rows` builds that statement from the column names and
+PostgreSQL types, so a store says what it writes, not how the arrays line up. Columns
+of type `jsonb` travel as text arrays cast back to jsonb: orjson writes the text several
+times faster than asyncpg's per-element codec would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+
+def json_text(value: object) -> str:
+    """JSON text for a jsonb parameter."""
+    return orjson.dumps(value).decode()
+
+
+def unnest_select(columns: Sequence[tuple[str, str]], *, first: int = 1) -> str:
+    """`SELECT c1, c2::jsonb FROM unnest($1::t1[], $2::text[]) AS t(c1, c2)` for
+    (name, type) columns, parameters numbered from `first`."""
+    names = [name for name, _ in columns]
+    arrays = [
+        f"${first + i}::{'text' if kind == 'jsonb' else kind}[]"
+        for i, (_, kind) in enumerate(columns)
+    ]
+    picks = [f"{name}::jsonb" if kind == "jsonb" else name for name, kind in columns]
+    return f"SELECT {', '.join(picks)} FROM unnest({', '.join(arrays)}) AS t({', '.join(names)})"
+
+
+def column_arrays(
+    columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> list[list[Any]]:
+    """The rows as one array per column (jsonb values as JSON text)."""
+    out: list[list[Any]] = [[] for _ in columns]
+    for row in rows:
+        for i, value in enumerate(row):
+            out[i].append(value)
+    for i, (_, kind) in enumerate(columns):
+        if kind == "jsonb":
+            out[i] = [None if v is None else json_text(v) for v in out[i]]
+    return out
+
+
+async def insert_rows(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+    *,
+    then: str = "",
+) -> list[asyncpg.Record]:
+    """Insert `rows` (tuples in `columns` order) in one statement; `then` is appended
+    (`ON CONFLICT ...`, `RETURNING ...`). Returns what `RETURNING` gives (else [])."""
+    if not rows:
+        return []
+    names = ", ".join(name for name, _ in columns)
+    sql = f"INSERT INTO {table} ({names}) {unnest_select(columns)} {then}".rstrip()
+    return list(await conn.fetch(sql, *column_arrays(columns, rows)))

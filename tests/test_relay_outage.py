@@ -1,0 +1,202 @@
+"""An outbox relay keeps working, without a process restart, across PostgreSQL being
+unreachable for a while (every connection cut, new ones refused) and across a PostgreSQL
+restart (DESIGN.md, guarantees: "Nothing stops").
+
+Real parts: a PostgreSQL server of the test's own (so it can be restarted), reached
+through a TCP proxy the test can cut; a real Kafka-protocol broker; the relay under the
+same supervisor a service runs it with. Rows are written beside the relay (straight to
+PostgreSQL) before, during and after each fault; every row must reach the broker, in
+order per key, and the supervisor must have logged each outage once, not per retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from perlinsos_devruntime.embedded import EmbeddedPostgres, free_port
+from perlinsos_devruntime.faults import CuttableProxy
+from perlinsos_devruntime.faults import via as _via
+from perlinsos_shared.db import SHARED_MIGRATIONS, create_pool, migrate
+from perlinsos_shared.kafka import ensure_topics, make_producer
+from perlinsos_shared.outbox import OutboxRelay
+from perlinsos_shared.settings import Settings
+from perlinsos_shared.supervisor import Supervisor
+from perlinsos_shared.topics import PARTICIPANTS
+
+pytestmark = pytest.mark.flow
+
+SERVICE = "relaytest"
+OUTAGE_S = float(os.environ.get("PERLINSOS_TEST_OUTAGE_S", "20"))
+KEYS = [f"P{i}" for i in range(7)]
+
+
+@pytest.fixture
+async def postgres(infra_mode: str, tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
+    if infra_mode != "embedded":
+        pytest.skip("restarts PostgreSQL: needs a server of its own (the embedded one)")
+    pg = EmbeddedPostgres(tmp_path / "pg", port=free_port())
+    await asyncio.to_thread(pg.start)
+    try:
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+
+async def _write(url: str, first: int, count: int) -> None:
+    """Outbox rows `first`..`first+count-1`, as a handler would commit them."""
+    conn = await asyncpg.connect(url, server_settings={"search_path": SERVICE})
+    try:
+        await conn.executemany(
+            "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, '{}')",
+            [
+                (PARTICIPANTS.name, KEYS[n % len(KEYS)], json.dumps({"n": n}).encode())
+                for n in range(first, first + count)
+            ],
+        )
+    finally:
+        await conn.close()
+
+
+class Received:
+    """Everything on the topic, read as it arrives: per key, the row numbers in order."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        self.per_key: dict[str, list[int]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        parts = [TopicPartition(PARTICIPANTS.name, p) for p in range(PARTICIPANTS.partitions)]
+        self.consumer.assign(parts)
+        await self.consumer.seek_to_beginning(*parts)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=300)
+            for recs in batches.values():
+                for r in recs:
+                    assert r.key is not None and r.value is not None
+                    self.per_key.setdefault(r.key.decode(), []).append(json.loads(r.value)["n"])
+
+    def distinct(self) -> set[int]:
+        return {n for ns in self.per_key.values() for n in ns}
+
+    async def wait_for(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.distinct()) < count:
+            assert time.monotonic() < deadline, f"{len(self.distinct())}/{count} reached the broker"
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+
+async def _until(condition: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
+    postgres: EmbeddedPostgres,
+    kafka_bootstrap: str,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="perlinsos.supervisor")
+    direct = postgres.admin_url
+    proxy = CuttableProxy(postgres.port)
+    await proxy.open()
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap})
+    await ensure_topics(settings)
+    # the relay reaches PostgreSQL only through the proxy; the command timeout bounds a
+    # statement whose answer never comes
+    pool = await create_pool(_via(direct, proxy.port), SERVICE, max_size=3)
+    await migrate(pool, SERVICE, [SHARED_MIGRATIONS])
+    producer = make_producer(settings, client_id="relaytest")
+    await producer.start()
+
+    async def publish(topic: str, key: str | None, value: bytes, headers: dict[str, str]) -> Any:
+        return await producer.send(
+            topic,
+            value,
+            key=key.encode() if key else None,
+            headers=[(k, v.encode()) for k, v in headers.items()],
+        )
+
+    relay = OutboxRelay(pool, SERVICE, publish, batch_size=40)
+    supervisor = Supervisor(SERVICE, backoff_initial_s=0.2, backoff_max_s=2.0, healthy_after_s=3)
+    loop = supervisor.start("outbox-relay", relay.run, on_stop=relay.stop)
+    received = Received(kafka_bootstrap)
+    await received.start()
+    try:
+        await _write(direct, 0, 150)
+        await received.wait_for(150)
+
+        # 1. PostgreSQL unreachable: connections cut, new ones refused, for OUTAGE_S
+        await proxy.cut()
+        await _write(direct, 150, 50)  # handlers elsewhere keep committing
+        await _until(lambda: supervisor.failing() == ["outbox-relay"], "relay not failing")
+        await asyncio.sleep(max(0.0, OUTAGE_S - 1))
+        assert len(received.distinct()) == 150
+        await _write(direct, 200, 50)
+        await proxy.open()
+        await received.wait_for(250)
+        await _until(lambda: supervisor.failing() == [], "relay did not recover", timeout=30)
+        restarts_after_cut = loop.restarts
+        assert restarts_after_cut >= 1
+
+        # 2. PostgreSQL restarted (fast shutdown, then started again on the same data)
+        await _write(direct, 250, 50)
+        await asyncio.to_thread(postgres.stop)
+        await _until(lambda: supervisor.failing() == ["outbox-relay"], "relay not failing")
+        await asyncio.sleep(2)
+        await asyncio.to_thread(postgres.start)
+        await _write(direct, 300, 50)
+        await received.wait_for(350)
+        await _until(lambda: supervisor.failing() == [], "relay did not recover", timeout=30)
+        assert loop.restarts > restarts_after_cut
+        assert loop.status == "running"  # the same loop, in the same process, all along
+    finally:
+        await supervisor.stop()
+        await received.stop()
+        await producer.stop()
+        await pool.close()
+        if proxy._server is not None:
+            await proxy.cut()
+
+    assert received.distinct() == set(range(350))
+    for key, numbers in received.per_key.items():
+        first_seen = list(dict.fromkeys(numbers))  # a re-sent row may repeat; never reorder
+        assert first_seen == sorted(first_seen), f"key {key} out of order"
+    conn = await asyncpg.connect(direct, server_settings={"search_path": SERVICE})
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+    finally:
+        await conn.close()
+    failures = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "perlinsos.supervisor" and r.levelno >= logging.ERROR
+    ]
+    # one line per outage, not one per retry
+    assert failures == ["background loop failed; starting it again with backoff"] * 2
