@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.stack import Stack, StackEvent
 from perlinsos_cli.trace import app as trace_app
@@ -38,6 +39,7 @@ app.add_typer(intake_app, name="intake")
 app.add_typer(finance_app, name="finance")
 app.add_typer(trace_app, name="trace")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(dlq_app, name="dlq")
 
 # Piped or in CI logs Rich would assume 80 columns and cut the report's table.
 console = Console() if sys.stdout.isatty() else Console(width=160)

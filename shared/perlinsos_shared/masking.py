@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 
 def mask_nik(nik: str) -> str:
@@ -21,3 +22,38 @@ def mask_phone(phone: str) -> str:
 def pseudonym(value: str) -> str:
     """A stable, non-reversible short id for correlating one person in telemetry."""
     return hashlib.sha256(("perlinsos:" + value).encode()).hexdigest()[:16]
+
+
+# Fields of the event contracts that hold personal data, and how each is shown masked.
+_NAME_FIELDS = frozenset({"full_name", "first_name", "name", "mother_name"})
+_WITHHELD_FIELDS = frozenset(
+    {"birth_date", "address", "street", "rt", "rw", "driver_id", "kusuka_number", "sk_number"}
+)
+
+
+def mask_name(name: str) -> str:
+    """Initials only: 'Budi Santoso' -> 'B*** S***'."""
+    return " ".join(part[:1] + "***" for part in name.split()) or "***"
+
+
+def mask_personal(value: Any, field: str = "") -> Any:
+    """A copy of a decoded event (or any JSON value) with personal data masked: NIKs and
+    phones partly, names to initials, dates of birth, addresses and document numbers
+    withheld; a NIK- or phone-shaped run in any other text is masked too."""
+    from perlinsos_shared.telemetry import scrub
+
+    if isinstance(value, dict):
+        return {k: mask_personal(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_personal(v, field) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if field == "nik":
+        return mask_nik(value)
+    if field.startswith("phone"):
+        return mask_phone(value)
+    if field in _NAME_FIELDS:
+        return mask_name(value)
+    if field in _WITHHELD_FIELDS:
+        return "(withheld)"
+    return scrub(value)
