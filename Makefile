@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen
 
-.PHONY: run up test lint typecheck unit db flow bench asyncapi sync clean
+.PHONY: run up test test-faults soak lint typecheck unit db flow bench asyncapi asyncapi-check sync clean
 
 .venv/.synced: uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -27,6 +27,7 @@ test: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	tools/asyncapi/validate.sh
 	$(RUN) pytest
 
 ## Plain values and in-memory stores only: no broker, no database.
@@ -41,6 +42,16 @@ db: sync
 flow: sync
 	$(RUN) pytest -m flow
 
+## The fault suite: each fault against a fault-free run of the same submissions, one
+## table at the end (FAULTS_SIZE=5000, FAULTS_RATE=50, FAULTS_SHORT=1; docs/RELIABILITY.md).
+test-faults: sync
+	$(RUN) pytest faults -p no:cacheprovider
+
+## Intake at a fixed rate with faults now and then; memory, lag and backlog sampled
+## (SOAK_ARGS="--rate 100 --minutes 10").
+soak: sync
+	$(RUN) python -m faults.soak $(SOAK_ARGS)
+
 ## Benchmarks (separate from tests; figures go in docs/benchmarks.md).
 bench: sync
 	$(RUN) python -m benchmarks
@@ -48,6 +59,11 @@ bench: sync
 ## Regenerate the AsyncAPI document of every topic from the code.
 asyncapi: sync
 	$(RUN) python -m perlinsos_shared.asyncapi > docs/asyncapi.json
+
+## The official AsyncAPI validator (npm @asyncapi/cli, pinned in tools/asyncapi) on
+## docs/asyncapi.json; needs Node.js and npm (says so when they are missing).
+asyncapi-check:
+	tools/asyncapi/validate.sh
 
 clean:
 	rm -rf .perlinsos .pytest_cache .mypy_cache .ruff_cache

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from perlinsos_shared.asyncapi import document
-from perlinsos_shared.envelope import CloudEvent, RawEnvelope, encode, make_event
+from perlinsos_shared.envelope import (
+    CONTENT_TYPE,
+    CloudEvent,
+    RawEnvelope,
+    binary_headers,
+    binary_value,
+    decode_message,
+    encode,
+    make_event,
+)
 from perlinsos_shared.events import IntakeRejected, PremiumSummary, Reason
-from perlinsos_shared.masking import mask_nik
+from perlinsos_shared.masking import mask_nik, pseudonym, pseudonyms
+from perlinsos_shared.settings import get_settings, settings_env
 from perlinsos_shared.topics import CATALOGUE, all_topic_names, by_name
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_asyncapi_document_is_generated_from_the_code() -> None:
-    committed = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
-    assert committed == document(), "docs/asyncapi.json is stale: run `make asyncapi`"
 
 
 def test_every_topic_has_a_dead_letter_twin_and_a_version() -> None:
@@ -97,3 +105,87 @@ def test_periods_are_yyyy_mm(period: str) -> None:
             participants=0, jkk_idr=0, jkm_idr=0, adjustments_idr=0, amount_idr=0,
             budget_idr=0, budget_used_idr=0,
         )  # fmt: skip
+
+
+# --- binary mode (CloudEvents Kafka protocol binding) ---------------------------------
+
+
+def _rejection() -> CloudEvent[Any]:
+    return make_event(
+        "agency/DISHUB",
+        IntakeRejected(agency="DISHUB", request_id="R-9", nik_masked=None, reasons=[]),
+        subject="R-9",
+    )
+
+
+def test_a_binary_mode_event_decodes_to_the_same_envelope_as_structured_mode() -> None:
+    event = _rejection()
+    structured = decode_message(encode(event), [("content-type", CONTENT_TYPE.encode())])
+    binary = decode_message(binary_value(event), binary_headers(event))
+    assert binary.model_dump() == structured.model_dump()
+    assert binary.data["request_id"] == "R-9" and binary.data["nik_masked"] is None
+    # No header at all is structured mode, as agencies have always sent it.
+    assert decode_message(encode(event)).id == event.id
+
+
+@pytest.mark.parametrize(
+    ("content_type", "value", "why"),
+    [
+        ("application/xml", b"<enrolment/>", "JSON data only"),
+        ("application/json", b"{not json", "data is not JSON"),
+    ],
+)
+def test_binary_mode_with_data_that_is_not_json_is_refused_with_a_reason(
+    content_type: str, value: bytes, why: str
+) -> None:
+    headers = [(k, v) for k, v in binary_headers(_rejection()) if k != "content-type"]
+    with pytest.raises(ValueError, match=why):
+        decode_message(value, [*headers, ("content-type", content_type.encode())])
+
+
+def test_binary_mode_without_a_required_attribute_is_refused() -> None:
+    headers = [(k, v) for k, v in binary_headers(_rejection()) if k != "ce_id"]
+    with pytest.raises(ValueError, match="id"):
+        decode_message(b"{}", headers)
+
+
+# --- keyed pseudonyms ------------------------------------------------------------------
+
+
+@pytest.fixture
+def key_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    monkeypatch.delenv("PERLINSOS_PSEUDONYM_SECRET", raising=False)
+    monkeypatch.delenv("PERLINSOS_PSEUDONYM_PREVIOUS_SECRETS", raising=False)
+    monkeypatch.setenv("PERLINSOS_STATE_DIR", str(tmp_path / "state"))
+    get_settings.cache_clear()
+    yield tmp_path / "state"
+    get_settings.cache_clear()
+
+
+def test_pseudonyms_are_hmac_under_a_key_kept_in_the_state_directory(key_env: Path) -> None:
+    nik = "2171011708900001"
+    first = pseudonym(nik)
+    key_file = key_env / "pseudonym.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text().strip().encode()
+    assert first == hmac.new(key, nik.encode(), hashlib.sha256).hexdigest()[:32]
+    assert first != hashlib.sha256(("perlinsos:" + nik).encode()).hexdigest()[:32]
+    assert pseudonym(nik) == first and pseudonym("2171011708900002") != first
+    assert nik not in first
+
+
+def test_a_configured_secret_wins_and_previous_ones_stay_findable(
+    key_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nik = "2171011708900001"
+    monkeypatch.setenv("PERLINSOS_PSEUDONYM_SECRET", "old-key")
+    get_settings.cache_clear()
+    old = pseudonym(nik)
+    assert not (key_env / "pseudonym.key").exists()
+    monkeypatch.setenv("PERLINSOS_PSEUDONYM_SECRET", "new-key")
+    monkeypatch.setenv("PERLINSOS_PSEUDONYM_PREVIOUS_SECRETS", "old-key")
+    get_settings.cache_clear()
+    assert pseudonym(nik) != old
+    assert pseudonyms(nik) == [pseudonym(nik), old]
+    # `perlinsos up` hands the real secret to the services, not pydantic's mask
+    assert settings_env(get_settings())["PERLINSOS_PSEUDONYM_SECRET"] == "new-key"

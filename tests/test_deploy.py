@@ -194,8 +194,27 @@ def test_compose_runs_the_infrastructure_the_design_names(compose: dict[str, Any
     assert services["jaeger"]["image"].startswith("jaegertracing/")
     assert services["prometheus"]["image"].startswith("prom/prometheus")
     assert services["grafana"]["image"].startswith("grafana/grafana")
-    for name in ("kafka", "postgres", "prometheus", "grafana"):
+    for name in ("kafka", "postgres", "prometheus", "grafana", "otel-collector", "jaeger"):
         assert "test" in services[name]["healthcheck"], f"{name} has a health check"
+
+
+def test_collector_and_jaeger_are_probed_and_waited_for(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    collector, jaeger = services["otel-collector"], services["jaeger"]
+    # The collector image is distroless: its health check runs the wget its Dockerfile adds,
+    # against the health_check extension the collector configuration enables.
+    dockerfile = (ROOT / collector["build"]["context"] / "Dockerfile").read_text(encoding="utf-8")
+    probe = collector["healthcheck"]["test"]
+    assert probe[0] == "CMD" and f"COPY --from=probe /bin/busybox {probe[1]}" in dockerfile
+    assert re.search(r"^FROM otel/opentelemetry-collector-contrib:\S+$", dockerfile, flags=re.M)
+    config = load_yaml(ROOT / "deploy" / "otel-collector" / "config.yaml")
+    port = config["extensions"]["health_check"]["endpoint"].rsplit(":", 1)[1]
+    assert "health_check" in config["service"]["extensions"]
+    assert f"http://127.0.0.1:{port}/" in probe
+    assert "http://127.0.0.1:14269/" in jaeger["healthcheck"]["test"]  # Jaeger's admin port
+    assert collector["depends_on"]["jaeger"]["condition"] == "service_healthy"
+    for svc in SERVICES:
+        assert services[svc]["depends_on"]["otel-collector"]["condition"] == "service_healthy"
 
 
 def test_topic_init_job_runs_the_codes_own_topic_creation(compose: dict[str, Any]) -> None:
@@ -216,7 +235,8 @@ def test_compose_service_is_built_from_its_dockerfile_and_waits_for_its_dependen
     service = compose["services"][svc]
     build = service["build"]
     assert build["context"] == "."
-    assert build["dockerfile"] == f"services/{svc}/Dockerfile"
+    assert build["dockerfile"] == "Dockerfile"  # the one recipe, parameterised
+    assert build["args"] == {"SERVICE": svc}
     assert (ROOT / build["dockerfile"]).is_file()
     conditions = {k: v["condition"] for k, v in service["depends_on"].items()}
     assert conditions["kafka"] == "service_healthy"
@@ -319,16 +339,22 @@ def workspace_members() -> list[str]:
     return members
 
 
-@pytest.mark.parametrize("svc", SERVICES)
-def test_dockerfile_is_multi_stage_uv_locked_non_root_with_a_health_check(svc: str) -> None:
-    text = (ROOT / "services" / svc / "Dockerfile").read_text(encoding="utf-8")
+def test_one_dockerfile_is_multi_stage_uv_locked_non_root_with_a_health_check() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert not list(ROOT.glob("services/*/Dockerfile")), "one recipe for every service"
     stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\w+)", text, flags=re.M | re.I)
     assert len(stages) >= 3 and stages[-1] == "runtime", stages
+    # SERVICE is declared before the first FROM and again in each stage that reads it
+    assert re.search(r"^ARG SERVICE$", text.split("FROM", 1)[0], flags=re.M)
+    for stage in ("build", "runtime"):
+        body = text.split(f"AS {stage}", 1)[1].split("\nFROM ", 1)[0]
+        assert re.search(r"^ARG SERVICE$", body, flags=re.M), stage
     assert "COPY uv.lock" in text
     joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines as one
     syncs = re.findall(r"^RUN .*?uv sync (.*)$", joined, flags=re.M)
     assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs)
-    assert all(f"--package perlinsos-{svc}" in s for s in syncs)
+    assert all('--package "perlinsos-${SERVICE}"' in s for s in syncs)
+    assert "COPY services/${SERVICE} services/${SERVICE}" in text
     # uv reads the whole workspace: every member's pyproject.toml goes into the build.
     for member in workspace_members():
         assert f"COPY {member}/pyproject.toml {member}/" in text, member
@@ -338,8 +364,18 @@ def test_dockerfile_is_multi_stage_uv_locked_non_root_with_a_health_check(svc: s
     assert healthcheck_port(text.split("HEALTHCHECK", 1)[1].split("\n\n")[0]) == CONTAINER_PORT
     assert re.search(rf"^EXPOSE\s+{CONTAINER_PORT}\b", text, flags=re.M)
     assert f"PERLINSOS_METRICS_PORT={CONTAINER_PORT}" in text
+    assert "OTEL_SERVICE_NAME=perlinsos-${SERVICE}" in text
     cmd = re.findall(r"^CMD\s+(\[.*\])", text, flags=re.M)
-    assert json.loads(cmd[-1]) == ["python", "-m", f"perlinsos_{svc}"]
+    assert json.loads(cmd[-1]) == ["perlinsos-service"]
+    assert (
+        'exec python -m "perlinsos_%s"' in text
+        and '"$SERVICE" > /usr/local/bin/perlinsos-service' in text
+    )
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_every_service_the_build_argument_names_runs_as_a_module(svc: str) -> None:
+    assert (ROOT / "services" / svc / "pyproject.toml").is_file()
     assert importlib.util.find_spec(f"perlinsos_{svc}.__main__") is not None
 
 

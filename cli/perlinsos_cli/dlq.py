@@ -35,10 +35,17 @@ from rich.table import Table
 from perlinsos_cli.outbox import SERVICES
 from perlinsos_shared.clock import BATAM_TZ
 from perlinsos_shared.consumer import decode
-from perlinsos_shared.db import create_pool
-from perlinsos_shared.kafka import bootstrap, make_producer
+from perlinsos_shared.kafka import bootstrap
 from perlinsos_shared.masking import mask_personal
-from perlinsos_shared.settings import Settings, resolved_settings
+from perlinsos_shared.operator import (
+    bootstrap_servers,
+    database_url,
+    fail,
+    open_operator_pool,
+    operator_producer,
+    operator_settings,
+)
+from perlinsos_shared.settings import Settings
 from perlinsos_shared.telemetry import scrub
 from perlinsos_shared.topics import CATALOGUE, DLQ_SUFFIX, Topic
 
@@ -194,7 +201,7 @@ async def _inbox_states(
     keys = {d.id: d.event_key() for d in letters}
     states: dict[str, dict[str, str | None]] = {d.id: {} for d in letters}
     for service in sorted({s for d in letters for s in d.consumers}):
-        pool = await create_pool(settings.database_url, service, max_size=1)
+        pool = await open_operator_pool(service, settings=settings, size=1)
         try:
             for d in letters:
                 key = keys[d.id]
@@ -233,12 +240,8 @@ async def _with_states(settings: Settings, letters: list[DeadLetter]) -> list[De
 
 
 def _settings() -> Settings:
-    settings = resolved_settings()
-    if not settings.kafka_bootstrap_servers:
-        console.print(
-            "[red]No broker: start the stack (`perlinsos up`) or set KAFKA_BOOTSTRAP_SERVERS."
-        )
-        raise typer.Exit(2)
+    settings = operator_settings()
+    bootstrap_servers(settings)  # one line and exit when there is no broker to reach
     return settings
 
 
@@ -292,8 +295,7 @@ def show(
 
     d = asyncio.run(fetch())
     if d is None:
-        console.print(f"[red]No dead letter {dead_letter_id}.")
-        raise typer.Exit(1)
+        fail(f"no dead letter {dead_letter_id}", 1)
     try:
         payload: Any = json.loads(d.value)
     except ValueError:
@@ -326,9 +328,7 @@ async def redrive_dead_letters(settings: Settings, topic: str, only: str | None 
         letters = [d for d in letters if d.id == only]
     states = await _inbox_states(settings, letters)
     done = Redrive()
-    producer = make_producer(settings, client_id="perlinsos-dlq")
-    await producer.start()
-    try:
+    async with operator_producer("perlinsos-dlq", settings) as producer:
         for d in letters:
             key = d.event_key()
             state = states[d.id]
@@ -341,7 +341,7 @@ async def redrive_dead_letters(settings: Settings, topic: str, only: str | None 
             for service, v in state.items():
                 if v != "dead":
                     continue
-                pool = await create_pool(settings.database_url, service, max_size=1)
+                pool = await open_operator_pool(service, settings=settings, size=1)
                 try:
                     await pool.execute(
                         "DELETE FROM inbox WHERE (source = $1 OR source = '') AND event_id = $2"
@@ -354,8 +354,6 @@ async def redrive_dead_letters(settings: Settings, topic: str, only: str | None 
                 d.original_topic, d.value, key=d.key, headers=d.original_headers()
             )
             done.sent.append(d.id)
-    finally:
-        await producer.stop()
     return done
 
 
@@ -371,15 +369,12 @@ def redrive(
     """Send dead letters back to their topic, to be processed as if new by the service that
     gave up on them (after the cause is fixed). Redriving twice changes nothing."""
     settings = _settings()
-    if not settings.database_url:
-        console.print("[red]No database: start the stack (`perlinsos up`) or set DATABASE_URL.")
-        raise typer.Exit(2)
+    database_url(settings)  # one line and exit when there is no database to reach
     if dead_letter_id is not None:
         _parse_id(dead_letter_id)
     done = asyncio.run(redrive_dead_letters(settings, topic, dead_letter_id))
     if dead_letter_id is not None and not (done.sent or done.applied or done.not_events):
-        console.print(f"[red]No dead letter {dead_letter_id} on {topic}.")
-        raise typer.Exit(1)
+        fail(f"no dead letter {dead_letter_id} on {topic}", 1)
     console.print(f"redriven: {len(done.sent)}")
     for i in done.sent:
         console.print(f"  {i}")

@@ -37,7 +37,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from perlinsos_shared import inbox
-from perlinsos_shared.envelope import RawEnvelope
+from perlinsos_shared.envelope import RawEnvelope, decode_message
 from perlinsos_shared.metrics import platform
 from perlinsos_shared.outbox import Outbox
 from perlinsos_shared.telemetry import context_from_headers, scrub, span_headers
@@ -173,9 +173,8 @@ def dead_letter(
 
 
 def decode(record: Record) -> RawEnvelope:
-    if record.value is None:
-        raise ValueError("empty message value")
-    return RawEnvelope.model_validate_json(record.value)
+    """Structured or binary mode (CloudEvents Kafka binding): the same envelope."""
+    return decode_message(record.value, record.headers)
 
 
 @dataclass

@@ -16,6 +16,8 @@ from importlib import resources
 import asyncpg
 import orjson
 
+from perlinsos_shared.sql import json_text
+
 log = logging.getLogger("perlinsos.db")
 
 SHARED_MIGRATIONS = "perlinsos_shared.migrations"
@@ -47,14 +49,10 @@ async def _bootstrap(url: str, service: str) -> bool:
         await conn.close()
 
 
-def _json_text(value: object) -> str:
-    return orjson.dumps(value).decode()
-
-
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("jsonb", "json"):
         await conn.set_type_codec(
-            name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
+            name, encoder=json_text, decoder=orjson.loads, schema="pg_catalog"
         )
 
 

@@ -224,12 +224,42 @@ class LineArrears(BaseModel):
         default_factory=list, description="this line's months unpaid after their due date"
     )
     lapse_risk: bool = Field(
-        default=False, description="a month of this line is two or more months overdue"
+        default=False,
+        description="a due date of this line was missed: participants may lose their cover",
+    )
+    months_unpaid: int = Field(default=0, description="months of this line unpaid past due")
+    people_at_risk: int = Field(
+        default=0, description="participants billed in this line's unpaid, past-due months"
+    )
+    lapses_on: date | None = Field(
+        default=None,
+        description="the day participation lapses if nothing more is paid (BPU: the third "
+        "consecutive missed due date, counted from the earliest unpaid month)",
     )
 
 
-class PremiumSummaryWithArrears(PremiumSummary, LineArrears):
-    """`perlinsos.premium.summary.v1` as premium publishes it: the contract plus arrears."""
+class LinePlaces(BaseModel):
+    """Funded places against people billed (extra, optional fields beside a summary).
+
+    When a line's quota falls at a year change, holders keep their cover until they exit;
+    these say how many are above the places the year's budget pays for, and their cost.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    places_funded: int | None = Field(
+        default=None, description="places the fiscal year's allocation pays for (its quota)"
+    )
+    above_quota: int = Field(
+        default=0, description="participants billed beyond places_funded in this period"
+    )
+    above_quota_idr: int = Field(
+        default=0, description="what the participants above the quota cost in this period"
+    )
+
+
+class PremiumSummaryWithArrears(PremiumSummary, LineArrears, LinePlaces):
+    """`perlinsos.premium.summary.v1` as premium publishes it: the contract plus arrears
+    and places above the quota."""
 
 
 # --- premium.payments.v1 (finance -> premium) ------------------------------------------

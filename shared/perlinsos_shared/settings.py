@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     otel_service_name: str | None = None
     metrics_port: int | None = Field(default=None, alias="PERLINSOS_METRICS_PORT")
 
+    # Keyed pseudonyms of NIKs (HMAC-SHA-256): the key, shared by every service and the
+    # operator CLI. Unset, a key is created once in <state dir>/pseudonym.key and kept.
+    # Earlier keys, comma-separated, keep rows hashed before a rotation findable.
+    pseudonym_secret: SecretStr | None = Field(default=None, alias="PERLINSOS_PSEUDONYM_SECRET")
+    pseudonym_previous_secrets: SecretStr | None = Field(
+        default=None, alias="PERLINSOS_PSEUDONYM_PREVIOUS_SECRETS"
+    )
+
     @property
     def sms_file(self) -> Path:
         return self.state_dir / "sms" / "outbox.jsonl"
@@ -163,5 +171,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         value = getattr(settings, name)
         if value is None:
             continue
-        out[(field.alias or name).upper()] = str(value)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        out[(field.alias or name).upper()] = text
     return out

@@ -52,13 +52,21 @@ INTAKE = Topic(
 )
 INTAKE_REJECTED = Topic(
     name="registry.intake-rejected.v1",
-    key="agency:request_id",
+    key="agency:request_id (the agency alone when the request id could not be read)",
     partitions=3,
     producer="registry",
     consumers=("upstream agencies",),
     events=(IntakeRejected,),
     description="Replies to agencies: which submissions were refused and why.",
 )
+
+
+def rejection_key(agency: str, request_id: str | None) -> str:
+    """The key of a reply on `registry.intake-rejected.v1`: `AGENCY:request_id`, or the
+    agency alone when the request id could not be read (never `AGENCY:None`)."""
+    return f"{agency}:{request_id}" if request_id else agency
+
+
 PARTICIPANTS = Topic(
     name="registry.participants.v1",
     key="participant_id",
@@ -88,6 +96,8 @@ SUMMARIES = Topic(
     compacted=True,
     retention_days=-1,
 )
+
+
 DELIVERIES = Topic(
     name="notify.deliveries.v1",
     key="participant_id",

@@ -8,21 +8,16 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 
 from perlinsos_eligibility.domain import Applicant
 from perlinsos_shared.events import Address, EligibilityDecided, FundingLine, Occupation
+from perlinsos_shared.sql import json_text
 
 _PERSON_COLUMNS = (
     "participant_id, occupation, funding_line, birth_date, address, existing_bpjs_tk,"
     " first_name, phone_e164, agency, request_id, enrolled_at, outcome, cover_start,"
     " cover_end, rule_version, decided_at, nik_hash, checks, reasons, full_name, sex"
 )
-
-
-def _json(value: object) -> str:
-    """JSON text for a jsonb parameter (orjson: several times faster than json)."""
-    return orjson.dumps(value).decode()
 
 
 @dataclass(frozen=True)
@@ -99,11 +94,12 @@ async def people(conn: asyncpg.Connection, ids: Sequence[str], *, lock: bool) ->
     return {r["participant_id"]: _person(r) for r in rows}
 
 
-async def by_nik_hash(conn: asyncpg.Connection, nik_hash: str) -> Person | None:
+async def by_nik_hash(conn: asyncpg.Connection, nik_hashes: Sequence[str]) -> Person | None:
+    """The participant with one of these NIK pseudonyms (current key first, then older)."""
     row = await conn.fetchrow(
-        f"SELECT {_PERSON_COLUMNS} FROM participants WHERE nik_hash = $1"
+        f"SELECT {_PERSON_COLUMNS} FROM participants WHERE nik_hash = ANY($1::text[])"
         " ORDER BY enrolled_at DESC LIMIT 1",
-        nik_hash,
+        list(nik_hashes),
     )
     return _person(row) if row else None
 
@@ -214,8 +210,8 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
                     p.rule_version,
                     p.decided_at,
                     p.nik_hash,
-                    _json(p.checks),
-                    _json(p.reasons),
+                    json_text(p.checks),
+                    json_text(p.reasons),
                     p.full_name,
                     p.sex,
                 )
@@ -266,13 +262,13 @@ async def save_decisions(
         [d.participant_id for d in ds],
         [d.outcome for d in ds],
         [d.funding_line.value if d.funding_line else None for d in ds],
-        [_json([r.model_dump() for r in d.reasons]) for d in ds],
+        [json_text([r.model_dump() for r in d.reasons]) for d in ds],
         [d.cover_start for d in ds],
         [d.cover_end for d in ds],
         [d.rule_version for d in ds],
         [d.decided_at for d in ds],
         [d.promoted for d in ds],
-        [_json(checks) for _, checks in decisions],
+        [json_text(checks) for _, checks in decisions],
     )
 
 

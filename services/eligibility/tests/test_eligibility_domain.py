@@ -11,6 +11,7 @@ from stdnum.id import nik as stdnum_nik
 from perlinsos_eligibility.domain import (
     Applicant,
     InQueue,
+    above_quota,
     age_on,
     allocate,
     assess,
@@ -179,6 +180,22 @@ def test_explanations_are_indonesian() -> None:
 def test_free_places(day: date, holders: int, free: int) -> None:
     rule_set = BOOK.in_force(FundingLine.PERWAKO_30_2025, day)
     assert rule_set is not None
+    assert free_places(rule_set, day, holders) == free
+
+
+@pytest.mark.parametrize(
+    ("day", "holders", "above", "free"),
+    [
+        (date(2025, 12, 31), 13_000, 0, 500),  # 2025: 13,500 places
+        (date(2026, 1, 1), 13_000, 2_715, 0),  # 2026: 10,285 -> 2,715 above, nobody new
+        (date(2026, 1, 1), 10_285, 0, 0),  # exactly at the quota: still nobody new
+        (date(2026, 6, 1), 10_284, 0, 1),  # exits brought holders below: one place
+    ],
+)
+def test_the_quota_falls_at_the_year_change(day: date, holders: int, above: int, free: int) -> None:
+    rule_set = BOOK.in_force(FundingLine.PERWAKO_30_2025, day)
+    assert rule_set is not None
+    assert above_quota(rule_set, day, holders) == above
     assert free_places(rule_set, day, holders) == free
 
 

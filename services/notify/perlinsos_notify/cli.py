@@ -6,6 +6,7 @@ import asyncio
 import getpass
 from typing import Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -13,9 +14,14 @@ from rich.table import Table
 from perlinsos_notify.store import ResendRefused, messages_of, not_delivered
 from perlinsos_notify.store import resend as resend_message
 from perlinsos_shared.clock import BATAM_TZ
-from perlinsos_shared.db import create_pool
-from perlinsos_shared.masking import mask_nik, mask_phone, pseudonym
-from perlinsos_shared.settings import resolved_settings
+from perlinsos_shared.masking import mask_nik, mask_phone, pseudonyms
+from perlinsos_shared.operator import (
+    database_url,
+    fail,
+    open_operator_pool,
+    operator_settings,
+    with_pool,
+)
 
 app = typer.Typer(help="Operator commands of the notify service.", no_args_is_help=True)
 console = Console()
@@ -28,11 +34,11 @@ def _root() -> None:
 
 async def find_messages(database_url: str, who: str) -> list[dict[str, Any]]:
     """Messages of one participant, in decision order: by NIK (16 digits) or participant id."""
-    pool = await create_pool(database_url, "notify", max_size=1)
+    pool = await open_operator_pool("notify", database_url, migrate=True, size=1)
     try:
         if len(who) == 16 and who.isdigit():
-            return await messages_of(pool, nik_hash=pseudonym(who), participant_id=None)
-        return await messages_of(pool, nik_hash=None, participant_id=who)
+            return await messages_of(pool, nik_hashes=pseudonyms(who))
+        return await messages_of(pool, participant_id=who)
     finally:
         await pool.close()
 
@@ -43,18 +49,14 @@ def _when(value: Any) -> str:
 
 @app.command()
 def status(
-    who: str = typer.Argument(..., help="the participant's NIK (16 digits) or participant id"),
+    who: str = typer.Argument(..., help="The participant's NIK (16 digits) or participant id."),
 ) -> None:
     """Every SMS for one participant: what was sent, when, and what the provider said."""
-    settings = resolved_settings()
-    if not settings.database_url:
-        console.print("[red]No database: start the stack (`perlinsos up`) or set DATABASE_URL.")
-        raise typer.Exit(2)
-    rows = asyncio.run(find_messages(settings.database_url, who.strip()))
+    who = who.strip()
+    rows = asyncio.run(find_messages(database_url(), who))
     shown = mask_nik(who) if len(who) == 16 and who.isdigit() else who
     if not rows:
-        console.print(f"No SMS recorded for {shown}.")
-        raise typer.Exit(1)
+        fail(f"no SMS recorded for {shown}", 1)
     table = Table(title=f"SMS for {shown}", show_lines=True)
     for col in ("decision", "message", "to", "status", "tries", "provider id", "when", "notes"):
         table.add_column(col)
@@ -88,24 +90,18 @@ def status(
 
 
 @app.command()
-def failures(limit: int = typer.Option(50, help="how many, newest first")) -> None:
+def failures(
+    limit: int = typer.Option(50, min=1, help="How many to show, newest first."),
+) -> None:
     """Messages that failed for good, cannot be delivered, or that the provider has neither
     confirmed nor denied for longer than SMS_UNCONFIRMED_ALERT_S (check those in the
     provider's console, then `perlinsos notify resend MESSAGE_ID` if it has no record)."""
-    settings = resolved_settings()
-    if not settings.database_url:
-        console.print("[red]No database: start the stack (`perlinsos up`) or set DATABASE_URL.")
-        raise typer.Exit(2)
+    alert_s = operator_settings().sms_unconfirmed_alert_s
 
-    async def fetch() -> list[dict[str, Any]]:
-        assert settings.database_url
-        pool = await create_pool(settings.database_url, "notify", max_size=1)
-        try:
-            return await not_delivered(pool, settings.sms_unconfirmed_alert_s, limit)
-        finally:
-            await pool.close()
+    async def fetch(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await not_delivered(pool, alert_s, limit)
 
-    rows = asyncio.run(fetch())
+    rows = with_pool("notify", fetch, migrate=True, size=1)
     table = Table(title=f"SMS not delivered ({len(rows)})")
     for col in ("message", "participant", "NIK", "to", "template", "status", "reason", "when"):
         table.add_column(col, overflow="fold")
@@ -128,40 +124,25 @@ def failures(limit: int = typer.Option(50, help="how many, newest first")) -> No
 
 @app.command()
 def resend(
-    message_id: str = typer.Argument(..., help="the message id `perlinsos notify failures` shows"),
+    message_id: str = typer.Argument(..., help="The message id `perlinsos notify failures` shows."),
     note: str = typer.Option(
-        ..., "--note", help="what was checked (e.g. 'not in the provider console'); kept"
+        ..., "--note", help="What was checked (e.g. 'not in the provider console'); kept."
     ),
     by: str = typer.Option(
-        getpass.getuser(), "--by", help="who resends (kept in the message's history)"
+        getpass.getuser(), "--by", help="Who resends (kept in the message's history)."
     ),
 ) -> None:
     """Send a failed message again, or an unconfirmed one after checking the provider has no
     record of it. The message's history records who resent it and why."""
-    settings = resolved_settings()
-    if not settings.database_url:
-        console.print("[red]No database: start the stack (`perlinsos up`) or set DATABASE_URL.")
-        raise typer.Exit(2)
+    alert_s = operator_settings().sms_unconfirmed_alert_s
 
-    async def act() -> dict[str, Any]:
-        assert settings.database_url
-        pool = await create_pool(settings.database_url, "notify", max_size=1)
-        try:
-            return await resend_message(
-                pool,
-                message_id.strip(),
-                actor=by,
-                note=note,
-                alert_s=settings.sms_unconfirmed_alert_s,
-            )
-        finally:
-            await pool.close()
+    async def act(pool: asyncpg.Pool) -> dict[str, Any]:
+        return await resend_message(pool, message_id.strip(), actor=by, note=note, alert_s=alert_s)
 
     try:
-        was = asyncio.run(act())
+        was = with_pool("notify", act, migrate=True, size=1)
     except ResendRefused as exc:
-        console.print(f"[red]Not resent: {exc}")
-        raise typer.Exit(1) from None
+        fail(f"not resent: {exc}", 1)
     console.print(
         f"{message_id} ({was['status']}, {was['attempts']} tries) goes out again at the"
         " next sender round; `perlinsos notify status` shows it."

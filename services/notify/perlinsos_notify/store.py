@@ -258,10 +258,14 @@ MESSAGES_SQL = (
 
 
 async def messages_of(
-    pool: asyncpg.Pool, *, nik_hash: str | None, participant_id: str | None
+    pool: asyncpg.Pool, *, nik_hashes: list[str] | None = None, participant_id: str | None = None
 ) -> list[dict[str, Any]]:
-    if nik_hash is not None:
-        rows = await pool.fetch(MESSAGES_SQL + " WHERE nik_hash = $1 ORDER BY seq", nik_hash)
+    """One participant's messages, in decision order, with their history: by the NIK's
+    pseudonyms (current key and previous ones) or by participant id."""
+    if nik_hashes is not None:
+        rows = await pool.fetch(
+            MESSAGES_SQL + " WHERE nik_hash = ANY($1::text[]) ORDER BY seq", nik_hashes
+        )
     else:
         rows = await pool.fetch(
             MESSAGES_SQL + " WHERE participant_id = $1 ORDER BY seq", participant_id

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner
 
 from perlinsos_notify.cli import app
 from perlinsos_shared.db import open_service_db
-from perlinsos_shared.settings import get_settings
 
 from .conftest import decision, sms_settings, store
 
-pytestmark = pytest.mark.flow
-
-
-@pytest.fixture
-def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 
 def test_status_by_nik_and_failures(cli_env: str) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from perlinsos_devruntime.embedded import EmbeddedPostgres, free_port
 from perlinsos_devruntime.fake_twilio import FakeTwilio
-from perlinsos_devruntime.faults import CuttableProxy, via
+from perlinsos_devruntime.tcpproxy import TcpProxy
 from perlinsos_notify.providers import make_provider
 from perlinsos_notify.sender import Sender
 from perlinsos_shared.db import open_service_db
@@ -62,10 +62,12 @@ async def test_sender_keeps_working_across_postgres_unreachable_and_restarted(
     settings = sms_settings(fake, sms_batch_size=20)
     fake.latency_s = 0.01
     direct_url = postgres.admin_url
-    proxy = CuttableProxy(postgres.port)
-    await proxy.open()
+    proxy = await asyncio.to_thread(TcpProxy(postgres.port).start)
     direct = await open_service_db(direct_url, "notify", pool_size=2)
-    pool = await open_service_db(via(direct_url, proxy.port), "notify", pool_size=4)
+    host, _, port = direct_url.partition("@")[2].partition("/")[0].rpartition(":")
+    pool = await open_service_db(
+        direct_url.replace(f"@{host}:{port}/", f"@{host}:{proxy.port}/"), "notify", pool_size=4
+    )
     sender = Sender.from_settings(
         settings, lambda: pool, make_provider(settings), asyncio.Event(), lambda: None
     )
@@ -100,12 +102,12 @@ async def test_sender_keeps_working_across_postgres_unreachable_and_restarted(
         fake.latency_s = 0.3  # some sends are in flight when the connections go
         await decide(40)
         await asyncio.sleep(0.5)
-        await proxy.cut()
+        await asyncio.to_thread(proxy.cut)
         await decide(40)
         await _until(sender_failing, "sender not failing")
         await asyncio.sleep(max(0.0, OUTAGE_S - 1))
         fake.latency_s = 0.01
-        await proxy.open()
+        await asyncio.to_thread(proxy.restore)
         await _until(all_accepted, "messages not sent after the outage", timeout=120)
         await _until(recovered, "loops did not recover", timeout=60)
         restarts_after_cut = sending.restarts
@@ -128,7 +130,7 @@ async def test_sender_keeps_working_across_postgres_unreachable_and_restarted(
         await sender.close()
         await pool.close()
         if proxy.is_open:
-            await proxy.cut()
+            await asyncio.to_thread(proxy.cut)
 
     # every SMS exactly once, and each settled message published once
     sent = Counter(m["to"] for m in fake.messages)

@@ -21,7 +21,7 @@ from perlinsos_shared.topics import DELIVERIES
 
 from .conftest import decision, run_until, sms_settings, store
 
-pytestmark = pytest.mark.flow
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 
 def sender(settings: Settings, pool: asyncpg.Pool, **kwargs: object) -> Sender:

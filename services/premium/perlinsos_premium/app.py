@@ -8,7 +8,7 @@ import logging
 from perlinsos_premium.handlers import handle_decisions, handle_participants, handle_payments
 from perlinsos_premium.ledger import check_rates
 from perlinsos_premium.rolling import roll_due_months
-from perlinsos_premium.summaries import publish_changed
+from perlinsos_premium.summaries import publish_changed, warn_missed_due_dates
 from perlinsos_shared.clock import today_local
 from perlinsos_shared.service import ServiceRuntime
 from perlinsos_shared.settings import Settings
@@ -18,6 +18,7 @@ log = logging.getLogger("perlinsos.premium")
 
 PUBLISH_INTERVAL_S = 0.5  # coalescing window of provisional summaries
 ROLL_INTERVAL_S = 60.0  # how often to check for a month not rolled yet
+DUE_DATE_CHECK_S = 300.0  # how often to look for a contribution due date just missed
 
 
 def build(settings: Settings | None = None) -> ServiceRuntime:
@@ -44,7 +45,14 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
             await roll_due_months(runtime.pool, today_local())
             await asyncio.sleep(ROLL_INTERVAL_S)
 
+    async def watch_due_dates() -> None:
+        """Warn finance the day a line misses a contribution due date (supervised)."""
+        while True:
+            await warn_missed_due_dates(runtime.pool, today_local())  # summary republished
+            await asyncio.sleep(DUE_DATE_CHECK_S)
+
     runtime.background(publish_summaries)
+    runtime.background(watch_due_dates)
     runtime.background(roll_months)
     return runtime
 

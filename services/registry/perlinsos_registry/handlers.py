@@ -41,7 +41,7 @@ from perlinsos_shared.envelope import make_event
 from perlinsos_shared.events import IntakeRejected, Reason
 from perlinsos_shared.masking import mask_nik
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS
+from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS, rejection_key
 
 SOURCE = "perlinsos/registry"
 IN_REPLY_TO = "in-reply-to"
@@ -76,7 +76,7 @@ def reject(
             reasons=reasons,
         ),
     )
-    outbox.add(INTAKE_REJECTED.name, f"{agency}:{request_id}", event, _reply_headers(m))
+    outbox.add(INTAKE_REJECTED.name, rejection_key(agency, request_id), event, _reply_headers(m))
 
 
 def emit(plan: IntakePlan, messages: Sequence[Incoming], outbox: Outbox) -> None:
@@ -143,7 +143,7 @@ def on_undecodable(record: Record, error: str, outbox: Outbox) -> None:
     )
     headers = record_headers(record)
     reply_headers = {k: v for k, v in headers.items() if k in ("traceparent", "tracestate")}
-    outbox.add(INTAKE_REJECTED.name, f"{agency}:{request_id}", event, reply_headers)
+    outbox.add(INTAKE_REJECTED.name, rejection_key(agency, request_id), event, reply_headers)
 
 
 def _identify_raw(record: Record) -> tuple[str | None, str | None]:

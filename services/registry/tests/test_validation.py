@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from perlinsos_registry.agencies import AgencyPolicy
 from perlinsos_registry.reasons import MESSAGES
+from perlinsos_registry.testing import enrolment
 from perlinsos_registry.validation import (
     ParticipantState,
     check_enrolment,
@@ -28,19 +29,7 @@ POLICY = AgencyPolicy.load()
 
 
 def valid() -> dict[str, Any]:
-    return {
-        "agency": "DISHUB",
-        "request_id": "DISHUB-2025-000001",
-        "nik": "2171101505900003",
-        "full_name": "Budi Santoso",
-        "birth_date": "1990-05-15",
-        "sex": "L",
-        "phone": "0812-3456-7890",
-        "address": {"kecamatan": "Batam Kota", "kelurahan": "Belian", "rt": "003", "rw": "005"},
-        "occupation": "OJEK_DARING",
-        "evidence": {"platform": "GOJEK", "driver_id": "1234567890"},
-        "existing_bpjs_tk": False,
-    }
+    return enrolment(3, rid="DISHUB-2025-000001", existing_bpjs_tk=False)
 
 
 def codes(data: dict[str, Any], source: str = "agency/DISHUB") -> list[str]:

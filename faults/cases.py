@@ -1,0 +1,270 @@
+"""The fault cases: one row each in `CASES`.
+
+A case is a name, a fault kind (the table groups by it), and an async `inject(run, done)`
+that runs beside the paced intake and returns how many faults it injected. `done` is set
+once every submission has been published; an injector that must outlast the intake
+(kills "every few seconds") watches it. The harness resubmits unanswered requests and
+compares the end state with a fault-free run of the same submissions.
+
+To add a case: write an injector (or reuse one with other arguments) and add a
+`FaultCase` to `CASES`. `sms_provider="twilio"` runs notify against the fake Twilio,
+whose `script(...)` takes the provider faults; `check` can add a case-specific check
+(it returns "" when it holds, else what went wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from faults.harness import FaultRun
+from perlinsos_shared.topics import CATALOGUE, Topic
+
+Inject = Callable[[FaultRun, asyncio.Event], Coroutine[Any, Any, int]]
+Check = Callable[[FaultRun, int], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class FaultCase:
+    name: str
+    kind: str
+    inject: Inject
+    sms_provider: str = "file"
+    check: Check | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    short: bool = False  # part of the short suite (`--faults-short`)
+
+
+# ------------------------------------------------------------------ process kills
+
+
+async def kill_random_services(
+    run: FaultRun, done: asyncio.Event, *, every_s: float = 3.0, at_least: int = 20
+) -> int:
+    """SIGKILL a random ready service every `every_s`, until the intake is done and at
+    least `at_least` kills happened; the stack's supervisor brings each one back."""
+    rng = random.Random(11)
+    kills = 0
+    while kills < at_least or not done.is_set():
+        await asyncio.sleep(every_s)
+        ready = [s for s in run.stack.services if s.ready and s.process.poll() is None]
+        if not ready:
+            continue
+        victim = rng.choice(ready)
+        os.kill(victim.process.pid, signal.SIGKILL)
+        kills += 1
+    return kills
+
+
+async def kill_each_service_and_the_broker(run: FaultRun, done: asyncio.Event) -> int:
+    """SIGKILL every service once, one after another, then the broker (the short case)."""
+    kills = 0
+    await asyncio.sleep(2.0)
+    for svc in list(run.stack.services):
+        os.kill(svc.process.pid, signal.SIGKILL)
+        kills += 1
+        await asyncio.sleep(1.0)
+    await _until_services_ready(run)
+    kills += await kill_broker(run, done, at_s=0.0)
+    return kills
+
+
+async def _until_services_ready(run: FaultRun, timeout: float = 300) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if run.settled_services():
+            return
+        await asyncio.sleep(0.5)
+
+
+async def kill_broker(
+    run: FaultRun, done: asyncio.Event, *, at_s: float = 8.0, times: int = 1
+) -> int:
+    """SIGKILL the embedded broker (it comes back empty) `times` times."""
+    kills = 0
+    for _ in range(times):
+        await asyncio.sleep(at_s)
+        assert run.stack.kafka is not None
+        pid = run.stack.kafka.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
+        await asyncio.sleep(2.0)
+        await _until_services_ready(run)
+    return kills
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+async def cut_postgres(run: FaultRun, done: asyncio.Event, *, at_s: float = 8.0,
+                       for_s: float = 30.0) -> int:  # fmt: skip
+    """Every connection between the services and PostgreSQL broken, new ones refused,
+    for `for_s` seconds."""
+    assert run.proxy is not None
+    await asyncio.sleep(at_s)
+    await asyncio.to_thread(run.proxy.cut)
+    try:
+        await asyncio.sleep(for_s)
+    finally:
+        await asyncio.to_thread(run.proxy.restore)
+    return 1
+
+
+async def kill_postgres(run: FaultRun, done: asyncio.Event, *, at_s: float = 8.0) -> int:
+    """SIGKILL the postmaster; the supervisor starts it again on the same data directory
+    (crash recovery)."""
+    await asyncio.sleep(at_s)
+    assert run.stack.postgres is not None
+    pid = run.stack.postgres.pid
+    if pid is None:
+        return 0
+    os.kill(pid, signal.SIGKILL)
+    return 1
+
+
+# ------------------------------------------------------------------ SMS provider
+
+
+async def provider_faults(run: FaultRun, done: asyncio.Event, *, every: int = 5) -> int:
+    """The fake Twilio answers 500, 429, and takes a message then cuts the connection
+    before answering, in turn, on one POST in `every`."""
+    assert run.twilio is not None
+    kinds = ("500", "429", "drop-after")
+    script: list[str] = []
+    n = 0
+    for i in range(3000):
+        if i % every == every - 1:
+            script.append(kinds[n % len(kinds)])
+            n += 1
+        else:
+            script.append("ok")
+    run.twilio.script(script)
+    await done.wait()
+    served = [r for r in run.twilio.requests if r.fault in kinds]
+    return len(served)
+
+
+# ------------------------------------------------------------------ poison
+
+
+def _consumed_topics() -> list[Topic]:
+    services = {"registry", "eligibility", "premium", "notify"}
+    return [t for t in CATALOGUE if services & set(t.consumers)]
+
+
+def _poison_values(topic: Topic, size_limit: int) -> list[bytes]:
+    base = {
+        "specversion": "1.0",
+        "source": "agency/POISON",
+        "type": "perlinsos.enrolment.submitted.v1"
+        if topic.name == "registry.intake.v1"
+        else "perlinsos.unknown.v1",
+        "time": "2026-11-01T00:00:00+07:00",
+        "datacontenttype": "application/json",
+    }
+    wrong_type = {**base, "id": str(uuid.uuid4()), "data": {"nik": 3171, "agency": ["POISON"],
+                  "request_id": {"x": 1}, "birth_date": 12}}  # fmt: skip
+    long_id = {**base, "id": "x" * 4096, "data": {"agency": "POISON"}}
+    big = {**base, "id": str(uuid.uuid4()), "data": {"agency": "POISON", "pad": ""}}
+    pad = size_limit - len(orjson.dumps(big)) - 1024
+    big["data"] = {"agency": "POISON", "pad": "x" * max(0, pad)}
+    return [b"\x00not json{", orjson.dumps(wrong_type), orjson.dumps(long_id), orjson.dumps(big)]
+
+
+POISON_SIZE_LIMIT = 1_000_000  # the producer's default max request size, about 1 MB
+
+
+async def poison_every_topic(run: FaultRun, done: asyncio.Event, *, at_s: float = 5.0) -> int:
+    """Not JSON, wrong types, a 4 KB id, and a value near the size limit, on every topic
+    a service consumes, in the middle of the intake."""
+    await asyncio.sleep(at_s)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=run.bootstrap, max_request_size=POISON_SIZE_LIMIT + 64 * 1024
+    )
+    await producer.start()
+    sent = 0
+    try:
+        for topic in _consumed_topics():
+            for value in _poison_values(topic, POISON_SIZE_LIMIT):
+                await producer.send_and_wait(topic.name, value, key=b"POISON")
+                sent += 1
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def poison_dead_lettered(run: FaultRun, injected: int) -> str:
+    """Each poison message is on its topic's dead-letter twin (at least once)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=run.bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=4 * 1024 * 1024,
+        max_partition_fetch_bytes=2 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t.dlq, p) for t in _consumed_topics() for p in range(t.partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        per_topic: dict[str, int] = {}
+        quiet = 0
+        while quiet < 3:
+            batches = await consumer.getmany(timeout_ms=700)
+            quiet = 0 if batches else quiet + 1
+            for tp, records in batches.items():
+                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + len(records)
+    finally:
+        await consumer.stop()
+    expected_per_topic = injected // max(1, len(_consumed_topics()))
+    short = {t: n for t, n in per_topic.items() if n < expected_per_topic}
+    missing = [t.dlq for t in _consumed_topics() if t.dlq not in per_topic]
+    if short or missing:
+        return f"dead-lettered per topic {per_topic}, expected at least {expected_per_topic}"
+    return ""
+
+
+# ------------------------------------------------------------------ the table
+
+CASES: list[FaultCase] = [
+    FaultCase(
+        "kill -9 a random service every 3 s (>= 20 kills)",
+        "service killed",
+        kill_random_services,
+    ),
+    FaultCase(
+        "kill -9 each service, then the broker",
+        "service and broker killed",
+        kill_each_service_and_the_broker,
+        short=True,
+    ),
+    FaultCase("PostgreSQL unreachable for 30 s", "PostgreSQL unreachable", cut_postgres),
+    FaultCase("PostgreSQL killed and restarted", "PostgreSQL restarted", kill_postgres),
+    FaultCase("broker killed, restarted empty", "broker restarted empty", kill_broker),
+    FaultCase(
+        "SMS provider: 500, 429, taken then connection cut",
+        "SMS provider faults",
+        provider_faults,
+        sms_provider="twilio",
+    ),
+    FaultCase(
+        "poison on every consumed topic",
+        "poison",
+        poison_every_topic,
+        check=poison_dead_lettered,
+    ),
+]
+
+# Selecting one case by a short id on the command line: `-k broker`, `-k poison`, ...
+CASE_IDS = [re.sub(r"[^a-z0-9]+", "-", c.kind.lower()).strip("-") for c in CASES]
