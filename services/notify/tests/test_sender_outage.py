@@ -129,8 +129,7 @@ async def test_sender_keeps_working_across_postgres_unreachable_and_restarted(
         await supervisor.stop()
         await sender.close()
         await pool.close()
-        if proxy.is_open:
-            await asyncio.to_thread(proxy.cut)
+        await asyncio.to_thread(proxy.stop)
 
     # every SMS exactly once, and each settled message published once
     sent = Counter(m["to"] for m in fake.messages)
