@@ -30,7 +30,7 @@ def test_status_by_nik_and_failures(cli_env: str) -> None:
     runner = CliRunner()
     shown = runner.invoke(app, ["status", nik], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
-    assert "undeliverable" in shown.output and "NOMOR_BUKAN_SELULER" in shown.output
+    assert "undeliverable" in shown.output and "PHONE_NOT_MOBILE" in shown.output
     assert "217101********01" in shown.output and nik not in shown.output
     assert "+62778123456" not in shown.output  # the phone is masked too
     by_id = runner.invoke(app, ["status", d.participant_id], env={"COLUMNS": "200"})
@@ -38,7 +38,7 @@ def test_status_by_nik_and_failures(cli_env: str) -> None:
     missing = runner.invoke(app, ["status", "2171019999990001"])
     assert missing.exit_code == 1
     failed = runner.invoke(app, ["failures"], env={"COLUMNS": "200"})
-    assert failed.exit_code == 0 and "NOMOR_BUKAN_SELULER" in failed.output
+    assert failed.exit_code == 0 and "PHONE_NOT_MOBILE" in failed.output
     assert "pending" not in failed.output
 
 
@@ -60,7 +60,7 @@ def test_resend_an_unconfirmed_or_failed_message_is_recorded_in_its_history(
             )
             await pool.execute(
                 "UPDATE messages SET status = 'failed', attempts = 9,"
-                " error_code = 'BATAS_PERCOBAAN' WHERE decision_id = $1",
+                " error_code = 'RETRIES_EXHAUSTED' WHERE decision_id = $1",
                 failed.decision_id,
             )
             # just sent and unanswered: too early to resend
@@ -76,7 +76,7 @@ def test_resend_an_unconfirmed_or_failed_message_is_recorded_in_its_history(
     runner = CliRunner()
     listed = runner.invoke(app, ["failures"], env={"COLUMNS": "250"})
     assert listed.exit_code == 0, listed.output
-    assert "unconfirmed" in listed.output and "BATAS_PERCOBAAN" in listed.output
+    assert "unconfirmed" in listed.output and "RETRIES_EXHAUSTED" in listed.output
     assert f"sms-{unconfirmed.decision_id}" in listed.output
     assert f"sms-{fresh.decision_id}" not in listed.output
 

@@ -7,11 +7,11 @@ import random
 import pytest
 
 from perlinsos_notify.delivery import (
-    BATAS_PERCOBAAN,
-    DITOLAK_PROVIDER,
-    NOMOR_BUKAN_SELULER,
-    NOMOR_LUAR_NEGERI,
-    NOMOR_TIDAK_VALID,
+    PHONE_INVALID,
+    PHONE_NOT_INDONESIAN,
+    PHONE_NOT_MOBILE,
+    PROVIDER_REFUSED,
+    RETRIES_EXHAUSTED,
     Accepted,
     Refused,
     RetryPolicy,
@@ -30,12 +30,12 @@ POLICY = RetryPolicy(base_s=1.0, max_s=30.0, horizon_s=86400.0)
     [
         ("+6281234567890", None),
         ("+6285211112222", None),
-        ("+62778123456", NOMOR_BUKAN_SELULER),  # Batam landline
-        ("+6581234567", NOMOR_LUAR_NEGERI),  # a Singapore mobile
-        ("+62812", NOMOR_TIDAK_VALID),
-        ("081234567890", NOMOR_TIDAK_VALID),  # not E.164
-        ("+62812abc4567", NOMOR_TIDAK_VALID),
-        ("", NOMOR_TIDAK_VALID),
+        ("+62778123456", PHONE_NOT_MOBILE),  # Batam landline
+        ("+6581234567", PHONE_NOT_INDONESIAN),  # a Singapore mobile
+        ("+62812", PHONE_INVALID),
+        ("081234567890", PHONE_INVALID),  # not E.164
+        ("+62812abc4567", PHONE_INVALID),
+        ("", PHONE_INVALID),
     ],
 )
 def test_only_indonesian_mobiles_get_sms(phone: str, reason: str | None) -> None:
@@ -72,11 +72,11 @@ def test_retries_stop_at_the_horizon_and_4xx_fails_at_once() -> None:
     hours = judge(Refused(True, "HTTP 503"), 300, 23 * 3600.0, POLICY, rng)
     assert hours.next == "retry"
     last = judge(Refused(True, "HTTP 503"), 301, 86400.0 - 1, POLICY, rng)
-    assert (last.next, last.code) == ("failed", BATAS_PERCOBAAN)
+    assert (last.next, last.code) == ("failed", RETRIES_EXHAUSTED)
     bad = judge(Refused(False, "HTTP 400 21211"), 1, 0.0, POLICY, rng)
-    assert (bad.next, bad.code) == ("failed", DITOLAK_PROVIDER)
+    assert (bad.next, bad.code) == ("failed", PROVIDER_REFUSED)
     assert after_reconcile_miss(3600.0, POLICY).next == "retry"
-    assert after_reconcile_miss(86401.0, POLICY).code == BATAS_PERCOBAAN
+    assert after_reconcile_miss(86401.0, POLICY).code == RETRIES_EXHAUSTED
 
 
 def test_retry_after_header_forms() -> None:

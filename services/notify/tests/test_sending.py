@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from perlinsos_devruntime.fake_twilio import FakeTwilio, fault
-from perlinsos_notify.delivery import BATAS_PERCOBAAN, NOMOR_BUKAN_SELULER, NOMOR_TIDAK_VALID
+from perlinsos_notify.delivery import PHONE_INVALID, PHONE_NOT_MOBILE, RETRIES_EXHAUSTED
 from perlinsos_notify.providers import make_provider
 from perlinsos_notify.sender import Sender
 from perlinsos_notify.store import CLAIM_SQL, LIVENESS_LOCK_NS
@@ -99,11 +99,11 @@ async def test_retries_end_at_the_horizon_and_the_failure_is_reported(
     fake.script(["503", "500"] * 200)
     await run_until([sender(settings, notify_pool)], lambda: settled(notify_pool))
     row = await notify_pool.fetchrow("SELECT status, attempts, error_code FROM messages")
-    assert (row["status"], row["error_code"]) == ("failed", BATAS_PERCOBAAN)
+    assert (row["status"], row["error_code"]) == ("failed", RETRIES_EXHAUSTED)
     assert row["attempts"] >= 3  # retried, with capped backoff, for the whole horizon
     assert fake.messages == []
     [delivery] = await deliveries(notify_pool)
-    assert delivery["status"] == "failed" and delivery["code"] == BATAS_PERCOBAAN
+    assert delivery["status"] == "failed" and delivery["code"] == RETRIES_EXHAUSTED
 
 
 async def test_landlines_and_invalid_numbers_are_undeliverable_and_repeats_are_one(
@@ -121,8 +121,8 @@ async def test_landlines_and_invalid_numbers_are_undeliverable_and_repeats_are_o
         for r in await notify_pool.fetch("SELECT decision_id, status, error_code FROM messages")
     }
     assert status == {
-        landline.decision_id: ("undeliverable", NOMOR_BUKAN_SELULER),
-        invalid.decision_id: ("undeliverable", NOMOR_TIDAK_VALID),
+        landline.decision_id: ("undeliverable", PHONE_NOT_MOBILE),
+        invalid.decision_id: ("undeliverable", PHONE_INVALID),
         good.decision_id: ("accepted", None),
     }
     assert [m["to"] for m in fake.messages] == [good.phone_e164]
