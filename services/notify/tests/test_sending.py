@@ -143,7 +143,7 @@ async def test_two_senders_send_each_message_exactly_once(
     other_pool = await create_pool(database_url, "notify", max_size=4)
     try:
         a, b = sender(settings, notify_pool), sender(settings, other_pool)
-        await run_until([a, b], lambda: settled(notify_pool), timeout=60)
+        await run_until([a, b], lambda: settled(notify_pool), timeout=180)
     finally:
         await other_pool.close()
     sent = Counter(m["to"] for m in fake.messages)
