@@ -194,8 +194,27 @@ def test_compose_runs_the_infrastructure_the_design_names(compose: dict[str, Any
     assert services["jaeger"]["image"].startswith("jaegertracing/")
     assert services["prometheus"]["image"].startswith("prom/prometheus")
     assert services["grafana"]["image"].startswith("grafana/grafana")
-    for name in ("kafka", "postgres", "prometheus", "grafana"):
+    for name in ("kafka", "postgres", "prometheus", "grafana", "otel-collector", "jaeger"):
         assert "test" in services[name]["healthcheck"], f"{name} has a health check"
+
+
+def test_collector_and_jaeger_are_probed_and_waited_for(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    collector, jaeger = services["otel-collector"], services["jaeger"]
+    # The collector image is distroless: its health check runs the wget its Dockerfile adds,
+    # against the health_check extension the collector configuration enables.
+    dockerfile = (ROOT / collector["build"]["context"] / "Dockerfile").read_text(encoding="utf-8")
+    probe = collector["healthcheck"]["test"]
+    assert probe[0] == "CMD" and f"COPY --from=probe /bin/busybox {probe[1]}" in dockerfile
+    assert re.search(r"^FROM otel/opentelemetry-collector-contrib:\S+$", dockerfile, flags=re.M)
+    config = load_yaml(ROOT / "deploy" / "otel-collector" / "config.yaml")
+    port = config["extensions"]["health_check"]["endpoint"].rsplit(":", 1)[1]
+    assert "health_check" in config["service"]["extensions"]
+    assert f"http://127.0.0.1:{port}/" in probe
+    assert "http://127.0.0.1:14269/" in jaeger["healthcheck"]["test"]  # Jaeger's admin port
+    assert collector["depends_on"]["jaeger"]["condition"] == "service_healthy"
+    for svc in SERVICES:
+        assert services[svc]["depends_on"]["otel-collector"]["condition"] == "service_healthy"
 
 
 def test_topic_init_job_runs_the_codes_own_topic_creation(compose: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from perlinsos_eligibility.store import by_nik_hash, decision_history, read_plac
 from perlinsos_shared import operator
 from perlinsos_shared.clock import now_local, today_local
 from perlinsos_shared.events import FundingLine
-from perlinsos_shared.masking import mask_nik, pseudonym
+from perlinsos_shared.masking import mask_nik, pseudonyms
 from perlinsos_shared.operator import open_operator_pool
 from perlinsos_shared.outbox import Outbox
 
@@ -121,7 +121,7 @@ async def explain(
     pool = await _pool(database_url)
     try:
         async with pool.acquire() as conn:
-            person = await by_nik_hash(conn, pseudonym(nik.strip()))
+            person = await by_nik_hash(conn, pseudonyms(nik.strip()))
             if person is None:
                 return None
             history = await decision_history(conn, person.participant_id)
