@@ -177,7 +177,7 @@ def published() -> list[tuple[Topic, str, CloudEvent[Any]]]:
         template="eligible",
         status="undeliverable",
         provider="file",
-        code="NOMOR_BUKAN_SELULER",
+        code="PHONE_NOT_MOBILE",
     )
     payment = PaymentRecorded(
         funding_line=FundingLine.PERWAKO_3_2023,

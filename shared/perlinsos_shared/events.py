@@ -293,7 +293,7 @@ class SmsDelivery(Contract):
     segments: int | None = None
     attempts: int = 1
     error: str | None = None
-    # A stable upper-case reason for failed / undeliverable (e.g. NOMOR_BUKAN_SELULER).
+    # A stable upper-case reason for failed / undeliverable (e.g. PHONE_NOT_MOBILE).
     code: str | None = None
 
 

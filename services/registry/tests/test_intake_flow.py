@@ -106,7 +106,7 @@ async def test_broker_path_replies_dead_letters_redeliveries_and_masking(intake:
         assert [x["code"] for x in replies[rid].json()["data"]["reasons"]] == ["NIK_INVALID"]
     assert replies["DISNAKER-1"].json()["data"]["nik_masked"] == masked(nik(1))
     assert replies["DISNAKER-1"].headers[IN_REPLY_TO] == dup["id"]
-    assert replies["RAW-1"].json()["data"]["nik_masked"] is None  # null, never left out
+    assert replies["RAW-1"].json()["data"]["nik_masked"] is None  # required, published as null
     assert resubmitted["id"] not in {r.headers.get(IN_REPLY_TO) for r in out[INTAKE_REJECTED.name]}
     text = b"".join(r.value for r in out[INTAKE_REJECTED.name])
     assert not any(nik(n).encode() in text for n in range(1, 41))
