@@ -103,8 +103,7 @@ def hold(
         list(Service), "--service", "-s", help="Only these services (repeat the option)."
     ),
 ) -> None:
-    """Stop the relays publishing (before rebuilding a broker that lost its topics);
-    `replay` lets them go on, oldest event first."""
+    """Stop the relays publishing until `replay` (while a broker is rebuilt)."""
     asyncio.run(hold_all(database_url(), _known(service)))
     for name in _known(service):
         console.print(f"{name}: relay held until `perlinsos outbox replay`")
