@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         fail("aborted", 130)
     except CONNECTION_LOST as exc:
         # An operator command that lost the database or broker after reaching it.
-        fail(f"lost the database or broker ({reason(exc)}); {DATABASE_HINT}; {BROKER_HINT}")
+        fail(f"the connection to the database or broker broke ({reason(exc)}); "
+             f"{DATABASE_HINT}; {BROKER_HINT}")  # fmt: skip
     raise SystemExit(status if isinstance(status, int) else 0)
 
 

@@ -49,9 +49,7 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 BROKER_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, KafkaError)
 # The database or broker gone while a command was using it (a SQL error is not this).
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
+    ConnectionError,
     asyncpg.PostgresConnectionError,
     KafkaConnectionError,
 )
