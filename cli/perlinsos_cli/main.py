@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer's own click
 
+from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.stack import Stack, StackEvent
 from perlinsos_cli.trace import show as trace_command
@@ -51,6 +52,7 @@ app.add_typer(intake_app, name="intake")
 app.add_typer(finance_app, name="finance")
 app.command("trace", context_settings={"allow_interspersed_args": True})(trace_command)
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(dlq_app, name="dlq")
 
 # Piped or in CI logs Rich would assume 80 columns and cut the report's table.
 console = Console() if sys.stdout.isatty() else Console(width=160)

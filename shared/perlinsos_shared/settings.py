@@ -64,7 +64,12 @@ class Settings(BaseSettings):
     sms_sender_id: str = "PERLINSOS"
     sms_help_line: str = "0778-123456"
     sms_rate_limit_per_s: float = 0.0  # 0 = no limit
-    sms_max_attempts: int = 6
+    # Retryable provider failures (429, 5xx, no connection) are retried with capped backoff
+    # for this long from the first try; then the message is `failed` (24 hours).
+    sms_retry_horizon_s: float = 86400.0
+    # An ambiguous send the provider's message list can neither confirm nor deny for this
+    # long is surfaced (metric, `perlinsos notify failures`) for an operator (15 minutes).
+    sms_unconfirmed_alert_s: float = 900.0
     sms_timeout_s: float = 10.0
     twilio_api_base: str = "https://api.twilio.com"
     twilio_account_sid: str | None = None
@@ -76,7 +81,14 @@ class Settings(BaseSettings):
     sms_concurrency: int = 32  # provider requests in flight per notify instance
     sms_backoff_base_s: float = 1.0  # first retry delay; doubles per attempt, with jitter
     sms_backoff_max_s: float = 300.0
-    sms_claim_lease_s: float = 60.0  # a 'sending' claim older than this is reconciled
+    # A message handed to the provider and not recorded this long after is reconciled by
+    # any instance (the lease counts from the hand-over; a queued claim never expires
+    # while its instance lives).
+    sms_claim_lease_s: float = 60.0
+
+    # Retention: published outbox rows (with the personal data they carry) and inbox ids
+    # older than this are deleted; it is also how far back `perlinsos outbox replay` reaches.
+    retention_days: float = Field(default=30.0, alias="PERLINSOS_RETENTION_DAYS")
 
     # Telemetry: the standard OTEL_* variables are read by the OpenTelemetry SDK itself;
     # these two are read here to decide where spans go.
