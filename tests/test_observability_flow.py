@@ -190,13 +190,6 @@ async def test_no_personal_data_in_spans_or_logs_of_a_1000_submission_flow(
     subs = generate_cohort(size=1000, seed=1007, fault_rate=0.05)
     listener = await _run(stack, subs)
     assert len(listener.outcomes.decisions) > 900
-    # metric labels: every service's /metrics, scanned like the spans and logs below
-    metric_lines = [
-        (f"{svc.name} /metrics", line)
-        for svc in stack.services
-        for line in _get(svc.health_url + "/metrics")[1].splitlines()
-    ]
-    assert sum("perlinsos_messages_applied_total{" in line for _, line in metric_lines) >= 4
     stack.stop_services()  # each service flushes its spans and logs on the way out
 
     scanner = PersonalDataScanner(subs)
@@ -212,7 +205,6 @@ async def test_no_personal_data_in_spans_or_logs_of_a_1000_submission_flow(
         lines += [(path.name, line) for line in path.read_text(errors="replace").splitlines()]
     for span in agency.get_finished_spans():
         lines.append(("agency", json.dumps(span_record(span))))
-    lines += metric_lines
     services = {json.loads(line)["service"] for name, line in lines if name.endswith(".jsonl")}
     assert SERVICES <= services
     assert span_count > 5 * len(subs)  # spans of every hop were really scanned
