@@ -133,7 +133,9 @@ def _start(stack: Stack) -> None:
     t0 = time.monotonic()
     with console.status("starting broker, PostgreSQL and the four services..."):
         stack.start()
-    write_stack_file(stack.settings, stack.bootstrap_servers, stack.database_url)
+    write_stack_file(
+        stack.settings, stack.bootstrap_servers, stack.logins.reader, stack.logins.services
+    )
     console.print(f"[green]ready in {time.monotonic() - t0:.1f}s[/green]")
     _print_stack(stack)
     # From here on a service, the broker or PostgreSQL that exits is started again.
@@ -200,7 +202,7 @@ def cohort(
             subs = generate(size, seed, fault_rate)
         tune_gc()
         report = asyncio.run(
-            run_cohort(stack.bootstrap_servers, stack.database_url, subs, console, timeout=timeout)
+            run_cohort(stack.bootstrap_servers, stack.logins.reader, subs, console, timeout=timeout)
         )
         print_report(report, console)
         if stop.is_set():
@@ -229,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         fail("aborted", 130)
     except CONNECTION_LOST as exc:
         # An operator command that lost the database or broker after reaching it.
-        fail(f"lost the database or broker ({reason(exc)}); {DATABASE_HINT}; {BROKER_HINT}")
+        fail(f"the connection to the database or broker broke ({reason(exc)}); "
+             f"{DATABASE_HINT}; {BROKER_HINT}")  # fmt: skip
     raise SystemExit(status if isinstance(status, int) else 0)
 
 
