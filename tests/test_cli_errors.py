@@ -101,10 +101,18 @@ def test_an_unreachable_database_is_one_line_and_exit_1(
     assert "s3cret" not in err, "no password on screen"
 
 
+NEEDS_BROKER = [
+    PAYMENT,
+    ["dlq", "list"],
+    ["dlq", "redrive", "registry.intake.v1"],
+]
+
+
+@pytest.mark.parametrize("argv", NEEDS_BROKER, ids=" ".join)
 def test_an_unreachable_broker_is_one_line_and_exit_1(
-    nowhere: tuple[str, str], capsys: pytest.CaptureFixture[str]
+    argv: list[str], nowhere: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(PAYMENT, capsys)
+    code, _, err = run(argv, capsys)
     line = one_line(err)
     assert code == 1
     assert f"cannot reach the Kafka broker at {nowhere[1]}" in line
