@@ -133,7 +133,9 @@ def _start(stack: Stack) -> None:
     t0 = time.monotonic()
     with console.status("starting broker, PostgreSQL and the four services..."):
         stack.start()
-    write_stack_file(stack.settings, stack.bootstrap_servers, stack.database_url)
+    write_stack_file(
+        stack.settings, stack.bootstrap_servers, stack.logins.reader, stack.logins.services
+    )
     console.print(f"[green]ready in {time.monotonic() - t0:.1f}s[/green]")
     _print_stack(stack)
     # From here on a service, the broker or PostgreSQL that exits is started again.
@@ -200,7 +202,7 @@ def cohort(
             subs = generate(size, seed, fault_rate)
         tune_gc()
         report = asyncio.run(
-            run_cohort(stack.bootstrap_servers, stack.database_url, subs, console, timeout=timeout)
+            run_cohort(stack.bootstrap_servers, stack.logins.reader, subs, console, timeout=timeout)
         )
         print_report(report, console)
         if stop.is_set():

@@ -97,9 +97,11 @@ class Reconciler:
             await asyncio.sleep(RECONCILE_EVERY_S)
 
     async def sample_unconfirmed(self) -> int:
+        """The gauge's value; a warning when it changes to a count above zero."""
+        before = self.unconfirmed
         self.unconfirmed = await count_unconfirmed(self._pool_getter(), self.unconfirmed_alert_s)
         _unconfirmed[self.instance_id] = self.unconfirmed
-        if self.unconfirmed:
+        if self.unconfirmed and self.unconfirmed != before:
             log.warning(
                 "SMS the provider can neither confirm nor deny (see perlinsos notify failures)",
                 extra={"count": self.unconfirmed, "after_s": self.unconfirmed_alert_s},

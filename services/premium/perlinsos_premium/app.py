@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 
 from perlinsos_premium.handlers import handle_decisions, handle_participants, handle_payments
@@ -14,8 +13,6 @@ from perlinsos_shared.clock import today_local
 from perlinsos_shared.service import ServiceRuntime
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.topics import DECISIONS, PARTICIPANTS, PAYMENTS
-
-log = logging.getLogger("perlinsos.premium")
 
 PUBLISH_INTERVAL_S = 0.5  # coalescing window of provisional summaries
 # How often to check for a month not rolled yet. The fault suite sets it to a fraction of
@@ -33,12 +30,10 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
     runtime.consume(PAYMENTS, handle_payments)
 
     async def publish_summaries() -> None:
+        """Publish changed summaries; errors escape to the supervisor, which restarts it."""
         while True:
-            try:
-                if await publish_changed(runtime.pool, today_local()) and runtime.relay:
-                    runtime.relay.wake()
-            except Exception:
-                log.exception("summary publication failed; retrying")
+            if await publish_changed(runtime.pool, today_local()) and runtime.relay:
+                runtime.relay.wake()
             await asyncio.sleep(PUBLISH_INTERVAL_S)
 
     async def roll_months() -> None:
