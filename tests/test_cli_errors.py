@@ -8,6 +8,7 @@ same `main()` the installed script calls.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 import typer
 
 from perlinsos_cli.main import app, main
+from perlinsos_shared.db import open_service_db
 from perlinsos_shared.settings import get_settings
 
 UNKNOWN_NIK = "2171011708900001"
@@ -178,6 +180,10 @@ def test_an_unknown_nik_is_one_line_and_exit_1(
     monkeypatch.setenv("PERLINSOS_STATE_DIR", str(tmp_path / "state"))
     get_settings.cache_clear()
     try:
+        # Before the service has ever run, its tables are missing: also one line.
+        code, _, err = run(argv, capsys)
+        assert code == 1 and "no such table yet" in one_line(err)
+        asyncio.run(service_schema(database_url, argv[0]))  # as if the service had started
         code, _, err = run(argv, capsys)
     finally:
         get_settings.cache_clear()
@@ -185,6 +191,11 @@ def test_an_unknown_nik_is_one_line_and_exit_1(
     assert code == 1
     assert said in line
     assert UNKNOWN_NIK not in err, "the NIK is masked"
+
+
+async def service_schema(database_url: str, service: str) -> None:
+    pool = await open_service_db(database_url, service)
+    await pool.close()
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
