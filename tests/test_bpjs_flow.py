@@ -37,6 +37,7 @@ from perlinsos_shared.clock import period_of, today_local
 from perlinsos_shared.envelope import CONTENT_TYPE, encode, make_event
 from perlinsos_shared.events import EnrolmentSubmitted, FundingLine
 from perlinsos_shared.settings import Settings, get_settings
+from perlinsos_shared.signing import HEADER, default_keys_dir, signing_key
 from perlinsos_shared.topics import DECISIONS, INTAKE, RECONCILIATIONS
 
 pytestmark = [pytest.mark.flow, pytest.mark.timeout(900)]
@@ -96,12 +97,11 @@ async def enrol(bootstrap: str) -> None:
     try:
         for i in range(1, PEOPLE + 1):
             data = enrolment(i, rid=f"BPJS-{i}", nik=nik_of(i), full_name=f"Peserta Uji {i}")
-            event = make_event("agency/DISHUB", EnrolmentSubmitted.model_validate(data))
+            value = encode(make_event("agency/DISHUB", EnrolmentSubmitted.model_validate(data)))
+            signature = signing_key(default_keys_dir(), "DISHUB").sign(value)
+            headers = [("content-type", CONTENT_TYPE.encode()), (HEADER, signature.encode())]
             await producer.send_and_wait(
-                INTAKE.name,
-                encode(event),
-                key=nik_of(i).encode(),
-                headers=[("content-type", CONTENT_TYPE.encode())],
+                INTAKE.name, value, key=nik_of(i).encode(), headers=headers
             )
             await asyncio.sleep(0.05)  # enrolment order decides who waits
     finally:

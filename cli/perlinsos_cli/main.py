@@ -16,6 +16,7 @@ from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer's own click
 
 from perlinsos_cli.bpjs.commands import app as bpjs_app
+from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.stack import Stack, StackEvent
 from perlinsos_cli.trace import show as trace_command
@@ -53,6 +54,7 @@ app.add_typer(finance_app, name="finance")
 app.add_typer(bpjs_app, name="bpjs")
 app.command("trace", context_settings={"allow_interspersed_args": True})(trace_command)
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(dlq_app, name="dlq")
 
 # Piped or in CI logs Rich would assume 80 columns and cut the report's table.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -133,7 +135,9 @@ def _start(stack: Stack) -> None:
     t0 = time.monotonic()
     with console.status("starting broker, PostgreSQL and the four services..."):
         stack.start()
-    write_stack_file(stack.settings, stack.bootstrap_servers, stack.database_url)
+    write_stack_file(
+        stack.settings, stack.bootstrap_servers, stack.logins.reader, stack.logins.services
+    )
     console.print(f"[green]ready in {time.monotonic() - t0:.1f}s[/green]")
     _print_stack(stack)
     # From here on a service, the broker or PostgreSQL that exits is started again.
@@ -200,7 +204,7 @@ def cohort(
             subs = generate(size, seed, fault_rate)
         tune_gc()
         report = asyncio.run(
-            run_cohort(stack.bootstrap_servers, stack.database_url, subs, console, timeout=timeout)
+            run_cohort(stack.bootstrap_servers, stack.logins.reader, subs, console, timeout=timeout)
         )
         print_report(report, console)
         if stop.is_set():
@@ -229,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         fail("aborted", 130)
     except CONNECTION_LOST as exc:
         # An operator command that lost the database or broker after reaching it.
-        fail(f"lost the database or broker ({reason(exc)}); {DATABASE_HINT}; {BROKER_HINT}")
+        fail(f"the connection to the database or broker broke ({reason(exc)}); "
+             f"{DATABASE_HINT}; {BROKER_HINT}")  # fmt: skip
     raise SystemExit(status if isinstance(status, int) else 0)
 
 

@@ -9,6 +9,7 @@ import secrets
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from perlinsos_shared.settings import get_settings
 
@@ -85,3 +86,38 @@ def _state_dir_key(state_dir: Path) -> bytes:
             return text.encode()
         time.sleep(0.02)
     raise RuntimeError(f"{path} is empty: delete it to make a new pseudonym key")
+
+
+# Fields of the event contracts that hold personal data, and how each is shown masked.
+_NAME_FIELDS = frozenset({"full_name", "first_name", "name", "mother_name"})
+_WITHHELD_FIELDS = frozenset(
+    {"birth_date", "address", "street", "rt", "rw", "driver_id", "kusuka_number", "sk_number"}
+)
+
+
+def mask_name(name: str) -> str:
+    """Initials only: 'Budi Santoso' -> 'B*** S***'."""
+    return " ".join(part[:1] + "***" for part in name.split()) or "***"
+
+
+def mask_personal(value: Any, field: str = "") -> Any:
+    """A copy of a decoded event (or any JSON value) with personal data masked: NIKs and
+    phones partly, names to initials, dates of birth, addresses and document numbers
+    withheld; a NIK- or phone-shaped run in any other text is masked too."""
+    from perlinsos_shared.telemetry import scrub
+
+    if isinstance(value, dict):
+        return {k: mask_personal(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_personal(v, field) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if field == "nik":
+        return mask_nik(value)
+    if field.startswith("phone"):
+        return mask_phone(value)
+    if field in _NAME_FIELDS:
+        return mask_name(value)
+    if field in _WITHHELD_FIELDS:
+        return "(withheld)"
+    return scrub(value)

@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from perlinsos_shared.db import create_pool, open_service_db
 from perlinsos_shared.kafka import make_producer
-from perlinsos_shared.settings import Settings, resolved_settings
+from perlinsos_shared.settings import Settings, resolved_settings, writer_settings
 
 T = TypeVar("T")
 
@@ -49,9 +49,7 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 BROKER_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, KafkaError)
 # The database or broker gone while a command was using it (a SQL error is not this).
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
+    ConnectionError,
     asyncpg.PostgresConnectionError,
     KafkaConnectionError,
 )
@@ -99,6 +97,13 @@ def database_url(settings: Settings | None = None) -> str:
     return url
 
 
+def writer_url(service: str, settings: Settings | None = None) -> str:
+    """Where a command that changes `service`'s state logs in: the service's own login from
+    a running `perlinsos up` (reads go through the operators' read-only login), or the
+    configured `DATABASE_URL`."""
+    return database_url(writer_settings(service, settings or operator_settings()))
+
+
 def bootstrap_servers(settings: Settings | None = None) -> str:
     servers = (settings or operator_settings()).kafka_bootstrap_servers
     if not servers:
@@ -114,10 +119,13 @@ async def open_operator_pool(
     migrate: bool = False,
     size: int = 2,
     settings: Settings | None = None,
+    writes: bool = False,
 ) -> asyncpg.Pool:
     """A pool on `service`'s schema (its migrations applied first when `migrate`), at
-    `url` or the configured database; the caller closes it."""
-    url = url or database_url(settings)
+    `url` or the configured database; the caller closes it. Without `writes` it is the
+    operators' read-only login when `perlinsos up` runs; with it (or `migrate`, which
+    creates tables), the service's own."""
+    url = url or (writer_url(service, settings) if writes or migrate else database_url(settings))
     opening: Awaitable[asyncpg.Pool] = (
         open_service_db(url, service, pool_size=size)
         if migrate

@@ -62,6 +62,27 @@ INTAKE_REJECTED = Topic(
     events=(IntakeRejected,),
     description="Replies to agencies: which submissions were refused and why.",
 )
+# One agency's replies, on a topic of its own so that a broker ACL can let each agency
+# read its own replies and nothing else (`registry.intake-rejected.v1` carries every
+# agency's replies and is kept, readable by operators only, until agencies have moved).
+# Made per registered agency at set-up; only registry writes it, and only the agency it
+# names reads it, so it has no dead-letter twin.
+AGENCY_REPLIES = Topic(
+    name="registry.intake-rejected.{agency}.v2",
+    key="agency:request_id",
+    partitions=1,
+    producer="registry",
+    consumers=("the agency in the topic name",),
+    events=(IntakeRejected,),
+    description="One agency's replies: which of its submissions were refused and why.",
+)
+
+
+def agency_replies_topic(agency: str) -> str:
+    """`registry.intake-rejected.<AGENCY>.v2` for a registered agency code."""
+    if not agency or not all(c.isascii() and (c.isalnum() or c in "_-") for c in agency):
+        raise ValueError(f"not an agency code: {agency[:64]!r}")
+    return AGENCY_REPLIES.name.format(agency=agency)
 
 
 def rejection_key(agency: str, request_id: str | None) -> str:

@@ -11,7 +11,7 @@ import asyncpg
 
 from perlinsos_eligibility.domain import Applicant
 from perlinsos_shared.events import Address, EligibilityDecided, FundingLine, Occupation
-from perlinsos_shared.sql import json_text
+from perlinsos_shared.sql import insert_rows, json_text
 
 _PERSON_COLUMNS = (
     "participant_id, occupation, funding_line, birth_date, address, existing_bpjs_tk,"
@@ -245,31 +245,41 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
     )
 
 
+_DECISION_COLUMNS = (
+    ("decision_id", "text"),
+    ("participant_id", "text"),
+    ("outcome", "text"),
+    ("funding_line", "text"),
+    ("reasons", "jsonb"),
+    ("cover_start", "date"),
+    ("cover_end", "date"),
+    ("rule_version", "text"),
+    ("decided_at", "timestamptz"),
+    ("promoted", "bool"),
+    ("checks", "jsonb"),
+)
+
+
 async def save_decisions(
     conn: asyncpg.Connection, decisions: Sequence[tuple[EligibilityDecided, list[dict[str, Any]]]]
 ) -> None:
-    if not decisions:
-        return
-    ds = [d for d, _ in decisions]
-    await conn.execute(
-        "INSERT INTO decisions (decision_id, participant_id, outcome, funding_line, reasons,"
-        " cover_start, cover_end, rule_version, decided_at, promoted, checks)"
-        " SELECT c1, c2, c3, c4, c5::jsonb, c6, c7, c8, c9, c10, c11::jsonb"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::date[], $7::date[], $8::text[], $9::timestamptz[], $10::bool[], $11::text[])"
-        " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11)",
-        [d.decision_id for d in ds],
-        [d.participant_id for d in ds],
-        [d.outcome for d in ds],
-        [d.funding_line.value if d.funding_line else None for d in ds],
-        [json_text([r.model_dump() for r in d.reasons]) for d in ds],
-        [d.cover_start for d in ds],
-        [d.cover_end for d in ds],
-        [d.rule_version for d in ds],
-        [d.decided_at for d in ds],
-        [d.promoted for d in ds],
-        [json_text(checks) for _, checks in decisions],
-    )
+    rows = [
+        (
+            d.decision_id,
+            d.participant_id,
+            d.outcome,
+            d.funding_line.value if d.funding_line else None,
+            [r.model_dump() for r in d.reasons],
+            d.cover_start,
+            d.cover_end,
+            d.rule_version,
+            d.decided_at,
+            d.promoted,
+            checks,
+        )
+        for d, checks in decisions
+    ]
+    await insert_rows(conn, "decisions", _DECISION_COLUMNS, rows)
 
 
 async def decision_history(conn: asyncpg.Connection, participant_id: str) -> list[asyncpg.Record]:

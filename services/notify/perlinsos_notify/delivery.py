@@ -1,6 +1,6 @@
 """Delivery rules, pure: who can get an SMS, what a provider answer means, when to retry.
 
-No I/O here: the sender loop (handlers.py) applies these to database rows and provider
+No I/O here: the sender and reconciler (sender.py, reconciler.py) apply these to database rows and provider
 answers.
 """
 
@@ -22,7 +22,9 @@ PHONE_INVALID: DeliveryCode = "PHONE_INVALID"  # not a valid phone number at all
 PHONE_NOT_MOBILE: DeliveryCode = "PHONE_NOT_MOBILE"  # a landline or other non-mobile number
 PHONE_NOT_INDONESIAN: DeliveryCode = "PHONE_NOT_INDONESIAN"  # not an Indonesian (+62) number
 PROVIDER_REFUSED: DeliveryCode = "PROVIDER_REFUSED"  # the provider refused it for good (4xx)
-RETRIES_EXHAUSTED: DeliveryCode = "RETRIES_EXHAUSTED"  # retries used up (429 / 5xx / timeouts)
+RETRIES_EXHAUSTED: DeliveryCode = (
+    "RETRIES_EXHAUSTED"  # retried for the whole horizon (429 / 5xx / timeouts)
+)
 
 
 def undeliverable_reason(phone_e164: str) -> DeliveryCode | None:
@@ -88,14 +90,16 @@ SendResult = Accepted | Refused | Unknown
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int
+    """Capped exponential backoff with jitter, for `horizon_s` from a message's first try."""
+
     base_s: float
     max_s: float
+    horizon_s: float
 
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         """Seconds before try `attempt + 1`: exponential with equal jitter, at least what
         the provider asked for in Retry-After."""
-        ceiling = min(self.max_s, self.base_s * 2 ** max(0, attempt - 1))
+        ceiling = min(self.max_s, self.base_s * 2 ** min(60, max(0, attempt - 1)))
         jittered = ceiling / 2 + rng.random() * ceiling / 2
         if retry_after_s is not None:
             return max(retry_after_s, min(jittered, self.max_s))
@@ -113,23 +117,27 @@ class Verdict:
     error: str | None = None
 
 
-def judge(result: SendResult, attempt: int, policy: RetryPolicy, rng: random.Random) -> Verdict:
-    """What one provider answer means for the message after `attempt` tries."""
+def judge(
+    result: SendResult, attempt: int, age_s: float, policy: RetryPolicy, rng: random.Random
+) -> Verdict:
+    """What one provider answer means for a message tried `attempt` times, the first
+    `age_s` seconds ago."""
     if isinstance(result, Accepted):
         return Verdict("accepted")
     if isinstance(result, Unknown):
         # Ambiguous: reconcile with the provider first (after a pause, so a slow provider
-        # has written the message down). Reconciliation counts against the attempts too.
+        # has written the message down). Never failed blindly: it may have been taken.
         return Verdict("reconcile", policy.delay(attempt, None, rng), error=result.error)
     if not result.retryable:
         return Verdict("failed", code=PROVIDER_REFUSED, error=result.error)
-    if attempt >= policy.max_attempts:
+    delay = policy.delay(attempt, result.retry_after_s, rng)
+    if age_s + delay > policy.horizon_s:
         return Verdict("failed", code=RETRIES_EXHAUSTED, error=result.error)
-    return Verdict("retry", policy.delay(attempt, result.retry_after_s, rng), error=result.error)
+    return Verdict("retry", delay, error=result.error)
 
 
-def after_reconcile_miss(attempt: int, policy: RetryPolicy) -> Verdict:
-    """The provider has no record of an ambiguous send: it may go again, if tries remain."""
-    if attempt >= policy.max_attempts:
+def after_reconcile_miss(age_s: float, policy: RetryPolicy) -> Verdict:
+    """The provider has no record of an ambiguous send: it may go again, within the horizon."""
+    if age_s > policy.horizon_s:
         return Verdict("failed", code=RETRIES_EXHAUSTED, error="no answer from the provider")
     return Verdict("retry", 0.0)
