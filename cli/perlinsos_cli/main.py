@@ -10,6 +10,7 @@ import threading
 import time
 from importlib.metadata import version
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{message}{where}", BAD_ARGUMENTS)
     except typer.Abort:
         fail("aborted", 130)
+    except asyncpg.UndefinedTableError as exc:
+        fail(f"the database has no such table yet ({reason(exc)}): start the services "
+             f"against it once (they create their tables), or point DATABASE_URL elsewhere")  # fmt: skip
     except CONNECTION_LOST as exc:
         # An operator command that lost the database or broker after reaching it.
         fail(f"the connection to the database or broker broke ({reason(exc)}); "

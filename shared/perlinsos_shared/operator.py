@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import typer
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from perlinsos_shared.db import create_pool, open_service_db
-from perlinsos_shared.kafka import make_producer
+from perlinsos_shared.kafka import _admin_security, make_producer, security
 from perlinsos_shared.settings import Settings, resolved_settings, writer_settings
 
 T = TypeVar("T")
@@ -170,6 +170,33 @@ def with_pool(
     return asyncio.run(run())
 
 
+async def _start_or_fail(client: AIOKafkaProducer | AIOKafkaConsumer, servers: str) -> None:
+    # aiokafka logs each failed connection attempt; the one line below says it all.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        await asyncio.wait_for(client.start(), timeout=CONNECT_TIMEOUT_S)
+    except BROKER_ERRORS as exc:
+        await client.stop()
+        fail(f"cannot reach the Kafka broker at {servers} ({reason(exc)}); {BROKER_HINT}")
+
+
+@asynccontextmanager
+async def operator_consumer(settings: Settings | None = None) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started Kafka consumer in no group (reading changes nothing), or one line saying
+    which broker did not answer."""
+    settings = settings or operator_settings()
+    servers = bootstrap_servers(settings)
+    kwargs = _admin_security(settings) if security(settings) is not None else {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers, group_id=None, enable_auto_commit=False, **kwargs
+    )
+    await _start_or_fail(consumer, servers)
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
 @asynccontextmanager
 async def operator_producer(
     client_id: str, settings: Settings | None = None
@@ -178,13 +205,7 @@ async def operator_producer(
     settings = settings or operator_settings()
     servers = bootstrap_servers(settings)
     producer = make_producer(settings, client_id)
-    # aiokafka logs each failed connection attempt; the one line below says it all.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        await asyncio.wait_for(producer.start(), timeout=CONNECT_TIMEOUT_S)
-    except BROKER_ERRORS as exc:
-        await producer.stop()
-        fail(f"cannot reach the Kafka broker at {servers} ({reason(exc)}); {BROKER_HINT}")
+    await _start_or_fail(producer, servers)
     try:
         yield producer
     finally:
