@@ -178,6 +178,7 @@ async def run_import(
     agency: str,
     timeout: float,
     progress: Progress | None = None,
+    keys_dir: Path | None = None,
 ) -> list[bulk.RowOutcome]:
     """Publish every row, wait for every outcome (or the timeout), return them in row order."""
     rows = bulk.read_rows(csv_text)
@@ -196,7 +197,7 @@ async def run_import(
             if progress is not None and task is not None:
                 progress.advance(task, n)
 
-        await bulk.publish_rows(producer, agency, submissions, sent)
+        await bulk.publish_rows(producer, agency, submissions, sent, keys_dir)
         wait = progress.add_task("outcomes", total=len(request_ids)) if progress else None
         deadline = time.monotonic() + timeout
         found: dict[str, tuple[str, list[dict[str, Any]]]] = {}
@@ -225,6 +226,13 @@ def import_(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The agency's CSV file."),
     agency: str = typer.Option(..., "--agency", help="The agency's code, e.g. DISHUB."),
     timeout: float = typer.Option(120, help="Seconds to wait for every outcome."),
+    keys: Path | None = typer.Option(
+        None,
+        "--keys",
+        file_okay=False,
+        help="The folder of the agency's signing keys (FOLDER/AGENCY/KEY-ID.pem);"
+        " default: the state directory's, which `perlinsos up` makes for the demo agencies.",
+    ),
 ) -> None:
     """Publish each row through registry.intake.v1 (as the agency), wait for the outcomes,
     and write FILE.result.csv beside the input."""
@@ -240,7 +248,9 @@ def import_(
         console=console,
     ) as progress:
         text = file.read_text(encoding="utf-8-sig")
-        outcomes = asyncio.run(run_import(settings, text, file.stem, agency, timeout, progress))
+        outcomes = asyncio.run(
+            run_import(settings, text, file.stem, agency, timeout, progress, keys)
+        )
     target = bulk.result_path(file)
     bulk.write_results(target, outcomes)
     counts = {
