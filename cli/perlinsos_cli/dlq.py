@@ -251,7 +251,9 @@ def _when(value: datetime) -> str:
 
 @app.command("list")
 def list_(
-    topic: str | None = typer.Argument(None, help="a topic (or its .dlq twin); all when left out"),
+    topic: str | None = typer.Argument(
+        None, help="A topic (or its .dlq twin); all topics when left out."
+    ),
 ) -> None:
     """Dead letters, oldest first: where each came from, why, and whether it was redriven."""
     settings = _settings()
@@ -277,9 +279,11 @@ def list_(
 
 @app.command()
 def show(
-    dead_letter_id: str = typer.Argument(..., metavar="ID", help="DLQ_TOPIC:PARTITION:OFFSET"),
+    dead_letter_id: str = typer.Argument(
+        ..., metavar="ID", help="The dead letter, as DLQ_TOPIC:PARTITION:OFFSET."
+    ),
     show_personal_data: bool = typer.Option(
-        False, "--show-personal-data", help="show NIK, names, phones and addresses unmasked"
+        False, "--show-personal-data", help="Show NIK, names, phones and addresses unmasked."
     ),
 ) -> None:
     """One dead letter: the error, where it came from, when, and its payload (personal
@@ -360,10 +364,10 @@ async def redrive_dead_letters(settings: Settings, topic: str, only: str | None 
 @app.command()
 def redrive(
     topic: str = typer.Argument(
-        ..., help="the topic (or its .dlq twin) whose dead letters to send"
+        ..., help="The topic (or its .dlq twin) whose dead letters to send."
     ),
     dead_letter_id: str | None = typer.Option(
-        None, "--id", help="only this dead letter (DLQ_TOPIC:PARTITION:OFFSET)"
+        None, "--id", help="Only this dead letter (DLQ_TOPIC:PARTITION:OFFSET)."
     ),
 ) -> None:
     """Send dead letters back to their topic, to be processed as if new by the service that
