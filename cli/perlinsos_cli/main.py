@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer's own click
 
+from perlinsos_cli.bpjs.commands import app as bpjs_app
 from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.stack import Stack, StackEvent
@@ -51,6 +52,7 @@ app.add_typer(premium_app, name="premium")
 app.add_typer(notify_app, name="notify")
 app.add_typer(intake_app, name="intake")
 app.add_typer(finance_app, name="finance")
+app.add_typer(bpjs_app, name="bpjs")
 app.command("trace", context_settings={"allow_interspersed_args": True})(trace_command)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")

@@ -31,7 +31,6 @@ from perlinsos_shared.topics import (
     AGENCY_REPLIES,
     CATALOGUE,
     INTAKE,
-    PAYMENTS,
     SUMMARIES,
     agency_replies_topic,
     all_topic_names,
@@ -88,9 +87,11 @@ def agency_rules(agency: str) -> list[Rule]:
 
 
 def finance_rules() -> list[Rule]:
+    # PAYMENTS and the BPJS topics (memberships in, reconciliations out) name finance as
+    # their producer: finance writes every such topic.
     return [
         Rule("topic", SUMMARIES.name, READ),
-        Rule("topic", PAYMENTS.name, WRITE),
+        *(Rule("topic", t.name, WRITE) for t in CATALOGUE if t.producer == "finance"),
         Rule("group", FINANCE, ("Read",), prefixed=True),
     ]
 

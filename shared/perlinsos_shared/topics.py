@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perlinsos_shared.events import (
+    BpjsMembershipAnswered,
     Contract,
     EligibilityDecided,
     EnrolmentSubmitted,
     ExitReported,
     IntakeRejected,
+    InvoiceReconciled,
+    ParticipantBpjsAnswered,
     ParticipantEnrolled,
     ParticipantExited,
     PaymentRecorded,
@@ -94,8 +97,9 @@ PARTICIPANTS = Topic(
     partitions=6,
     producer="registry",
     consumers=("eligibility", "premium"),
-    events=(ParticipantEnrolled, ParticipantExited),
-    description="Who the participants are: enrolments and exits accepted by registry.",
+    events=(ParticipantEnrolled, ParticipantExited, ParticipantBpjsAnswered),
+    description="Who the participants are: enrolments and exits accepted by registry, and"
+    " BPJS Ketenagakerjaan's answer (KPJ or refusal) stored with a participant.",
 )
 DECISIONS = Topic(
     name="eligibility.decisions.v1",
@@ -138,6 +142,27 @@ PAYMENTS = Topic(
     description="What finance paid BPJS Ketenagakerjaan per funding line and month.",
     retention_days=-1,
 )
+BPJS_MEMBERSHIPS = Topic(
+    name="bpjs.memberships.v1",
+    key="NIK",
+    partitions=3,
+    producer="finance",
+    consumers=("registry",),
+    events=(BpjsMembershipAnswered,),
+    description="BPJS Ketenagakerjaan's answer to a collective registration, one event per"
+    " row: a KPJ and BPJS's cover start, or a refusal (perlinsos bpjs import-memberships).",
+)
+RECONCILIATIONS = Topic(
+    name="premium.reconciliations.v1",
+    key="funding_line:period",
+    partitions=1,
+    producer="finance",
+    consumers=("operators",),
+    events=(InvoiceReconciled,),
+    description="BPJS's monthly bill against premium's ledger: counts and amounts per line"
+    " and month (perlinsos bpjs reconcile-invoice); the same bill gives the same event id.",
+    retention_days=-1,
+)
 
 CATALOGUE: tuple[Topic, ...] = (
     INTAKE,
@@ -147,6 +172,8 @@ CATALOGUE: tuple[Topic, ...] = (
     SUMMARIES,
     DELIVERIES,
     PAYMENTS,
+    BPJS_MEMBERSHIPS,
+    RECONCILIATIONS,
 )
 
 
