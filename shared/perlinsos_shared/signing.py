@@ -190,8 +190,9 @@ def new_agency_key(keys_dir: Path, agency: str) -> AgencyKey:
     """Make a new key for `agency` (a new key id), written owner-only."""
     key_id = f"{agency.lower()}-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}"
     private = Ed25519PrivateKey.generate()
+    Path(keys_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     folder = Path(keys_dir) / agency
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.mkdir(exist_ok=True, mode=0o700)
     pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

@@ -98,6 +98,8 @@ def test_private_keys_are_owner_only_and_the_ring_holds_public_halves(tmp_path: 
     [key] = agency_keys(keys, "DISHUB")
     pem = keys / "DISHUB" / f"{key.key_id}.pem"
     assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert stat.S_IMODE((keys / "DISHUB").stat().st_mode) == 0o700
     write_key_ring(keys, tmp_path / "ring.json")
     doc = json.loads((tmp_path / "ring.json").read_text())
     assert doc == {"DISHUB": {key.key_id: key.public_text}}
