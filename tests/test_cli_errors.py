@@ -8,6 +8,7 @@ same `main()` the installed script calls.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 import typer
 
 from perlinsos_cli.main import app, main
+from perlinsos_shared.db import open_service_db
 from perlinsos_shared.settings import get_settings
 
 UNKNOWN_NIK = "2171011708900001"
@@ -101,10 +103,18 @@ def test_an_unreachable_database_is_one_line_and_exit_1(
     assert "s3cret" not in err, "no password on screen"
 
 
+NEEDS_BROKER = [
+    PAYMENT,
+    ["dlq", "list"],
+    ["dlq", "redrive", "registry.intake.v1"],
+]
+
+
+@pytest.mark.parametrize("argv", NEEDS_BROKER, ids=" ".join)
 def test_an_unreachable_broker_is_one_line_and_exit_1(
-    nowhere: tuple[str, str], capsys: pytest.CaptureFixture[str]
+    argv: list[str], nowhere: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(PAYMENT, capsys)
+    code, _, err = run(argv, capsys)
     line = one_line(err)
     assert code == 1
     assert f"cannot reach the Kafka broker at {nowhere[1]}" in line
@@ -170,6 +180,10 @@ def test_an_unknown_nik_is_one_line_and_exit_1(
     monkeypatch.setenv("PERLINSOS_STATE_DIR", str(tmp_path / "state"))
     get_settings.cache_clear()
     try:
+        # Before the service has ever run, its tables are missing: also one line.
+        code, _, err = run(argv, capsys)
+        assert code == 1 and "no such table yet" in one_line(err)
+        asyncio.run(service_schema(database_url, argv[0]))  # as if the service had started
         code, _, err = run(argv, capsys)
     finally:
         get_settings.cache_clear()
@@ -177,6 +191,11 @@ def test_an_unknown_nik_is_one_line_and_exit_1(
     assert code == 1
     assert said in line
     assert UNKNOWN_NIK not in err, "the NIK is masked"
+
+
+async def service_schema(database_url: str, service: str) -> None:
+    pool = await open_service_db(database_url, service)
+    await pool.close()
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

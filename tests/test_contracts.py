@@ -189,3 +189,37 @@ def test_a_configured_secret_wins_and_previous_ones_stay_findable(
     assert pseudonyms(nik) == [pseudonym(nik), old]
     # `perlinsos up` hands the real secret to the services, not pydantic's mask
     assert settings_env(get_settings())["PERLINSOS_PSEUDONYM_SECRET"] == "new-key"
+
+
+def test_the_official_cloudevents_sdk_and_perlinsos_read_each_other() -> None:
+    """Events made by the CloudEvents Python SDK, in binary and in structured mode, decode
+    to the same envelope; the SDK reads what perlinsos writes."""
+    from cloudevents.v1.http import CloudEvent as SdkEvent
+    from cloudevents.v1.kafka import KafkaMessage, from_structured, to_binary, to_structured
+
+    data = {"agency": "DISHUB", "request_id": "R-7", "nik": "2171011708900001", "x": None}
+    sdk = SdkEvent(
+        {
+            "type": "perlinsos.enrolment.submitted.v1",
+            "source": "agency/DISHUB",
+            "datacontenttype": "application/json",
+            "partitionkey": data["nik"],
+        },
+        data,
+    )
+    for message in (to_binary(sdk), to_structured(sdk)):
+        envelope = decode_message(message.value, list(message.headers.items()))
+        assert (envelope.id, envelope.source, envelope.type) == (
+            sdk["id"],
+            "agency/DISHUB",
+            "perlinsos.enrolment.submitted.v1",
+        )
+        assert envelope.data == data
+        assert message.key == data["nik"]
+
+    ours = _rejection()
+    read = from_structured(
+        KafkaMessage({"content-type": CONTENT_TYPE.encode()}, b"DISHUB", encode(ours))
+    )
+    assert read["id"] == ours.id and read["type"] == "perlinsos.intake.rejected.v1"
+    assert read.data["request_id"] == "R-9" and read.data["nik_masked"] is None

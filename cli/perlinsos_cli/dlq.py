@@ -28,20 +28,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from perlinsos_cli.outbox import SERVICES
 from perlinsos_shared.clock import BATAM_TZ
 from perlinsos_shared.consumer import decode
-from perlinsos_shared.kafka import bootstrap
 from perlinsos_shared.masking import mask_personal
 from perlinsos_shared.operator import (
     bootstrap_servers,
     database_url,
     fail,
     open_operator_pool,
+    operator_consumer,
     operator_producer,
     operator_settings,
 )
@@ -150,12 +150,8 @@ def _parse_id(value: str) -> tuple[str, int, int]:
 async def read_dead_letters(settings: Settings, topics: Iterable[str]) -> list[DeadLetter]:
     """Every record on these dead-letter topics, read from the start to the current end
     (no consumer group: reading changes nothing)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap(settings), group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
     out: list[DeadLetter] = []
-    try:
+    async with operator_consumer(settings) as consumer:
         existing = await consumer.topics()
         parts = [
             TopicPartition(t, p)
@@ -187,8 +183,6 @@ async def read_dead_letters(settings: Settings, topics: Iterable[str]) -> list[D
             for tp in list(left):
                 if await consumer.position(tp) >= ends[tp]:
                     left.discard(tp)
-    finally:
-        await consumer.stop()
     return sorted(out, key=lambda d: (d.topic, d.partition, d.offset))
 
 
@@ -252,7 +246,7 @@ def _when(value: datetime) -> str:
 @app.command("list")
 def list_(
     topic: str | None = typer.Argument(
-        None, help="A topic (or its .dlq twin); all topics when left out."
+        None, help="A topic (or its .dlq twin); every topic when left out."
     ),
 ) -> None:
     """Dead letters, oldest first: where each came from, why, and whether it was redriven."""
@@ -364,7 +358,7 @@ async def redrive_dead_letters(settings: Settings, topic: str, only: str | None 
 @app.command()
 def redrive(
     topic: str = typer.Argument(
-        ..., help="The topic (or its .dlq twin) whose dead letters to send."
+        ..., help="The topic (or its .dlq twin) whose dead letters to send again."
     ),
     dead_letter_id: str | None = typer.Option(
         None, "--id", help="Only this dead letter (DLQ_TOPIC:PARTITION:OFFSET)."

@@ -10,11 +10,13 @@ import threading
 import time
 from importlib.metadata import version
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer's own click
 
+from perlinsos_cli.bpjs.commands import app as bpjs_app
 from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.stack import Stack, StackEvent
@@ -50,6 +52,7 @@ app.add_typer(premium_app, name="premium")
 app.add_typer(notify_app, name="notify")
 app.add_typer(intake_app, name="intake")
 app.add_typer(finance_app, name="finance")
+app.add_typer(bpjs_app, name="bpjs")
 app.command("trace", context_settings={"allow_interspersed_args": True})(trace_command)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
@@ -133,7 +136,9 @@ def _start(stack: Stack) -> None:
     t0 = time.monotonic()
     with console.status("starting broker, PostgreSQL and the four services..."):
         stack.start()
-    write_stack_file(stack.settings, stack.bootstrap_servers, stack.database_url)
+    write_stack_file(
+        stack.settings, stack.bootstrap_servers, stack.logins.reader, stack.logins.services
+    )
     console.print(f"[green]ready in {time.monotonic() - t0:.1f}s[/green]")
     _print_stack(stack)
     # From here on a service, the broker or PostgreSQL that exits is started again.
@@ -200,7 +205,7 @@ def cohort(
             subs = generate(size, seed, fault_rate)
         tune_gc()
         report = asyncio.run(
-            run_cohort(stack.bootstrap_servers, stack.database_url, subs, console, timeout=timeout)
+            run_cohort(stack.bootstrap_servers, stack.logins.reader, subs, console, timeout=timeout)
         )
         print_report(report, console)
         if stop.is_set():
@@ -227,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{message}{where}", BAD_ARGUMENTS)
     except typer.Abort:
         fail("aborted", 130)
+    except asyncpg.UndefinedTableError as exc:
+        fail(f"the database has no such table yet ({reason(exc)}): start the services "
+             f"against it once (they create their tables), or point DATABASE_URL elsewhere")  # fmt: skip
     except CONNECTION_LOST as exc:
         # An operator command that lost the database or broker after reaching it.
         fail(f"the connection to the database or broker broke ({reason(exc)}); "

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from perlinsos_shared.operator import database_url, open_operator_pool
+from perlinsos_shared.operator import database_url, open_operator_pool, writer_url
 from perlinsos_shared.outbox import held as outbox_held
 from perlinsos_shared.outbox import hold as hold_outbox
 from perlinsos_shared.outbox import replay as replay_outbox
@@ -50,11 +50,14 @@ async def _status(url: str) -> list[tuple[str, int, int, str, bool]]:
     return out
 
 
-async def replay_all(url: str, services: tuple[str, ...] = SERVICES) -> dict[str, int]:
-    """Mark every published outbox row of these services unpublished again."""
+async def replay_all(
+    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Mark every published outbox row of these services unpublished again (`urls`: each
+    service's own login, when `url` is the operators' read-only one)."""
     counts = {}
     for service in services:
-        pool = await open_operator_pool(service, url, size=1)
+        pool = await open_operator_pool(service, (urls or {}).get(service, url), size=1)
         try:
             counts[service] = await replay_outbox(pool, service)
         finally:
@@ -62,11 +65,13 @@ async def replay_all(url: str, services: tuple[str, ...] = SERVICES) -> dict[str
     return counts
 
 
-async def hold_all(url: str, services: tuple[str, ...] = SERVICES) -> None:
+async def hold_all(
+    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
+) -> None:
     """Stop these services' relays from publishing (until `replay_all`); returns once no
     relay batch is in flight."""
     for service in services:
-        pool = await open_operator_pool(service, url, size=1)
+        pool = await open_operator_pool(service, (urls or {}).get(service, url), size=1)
         try:
             await hold_outbox(pool, service)
         finally:
@@ -92,7 +97,8 @@ def replay(
     ),
 ) -> None:
     """Publish every event again from the outboxes (after the broker lost its topics)."""
-    counts = asyncio.run(replay_all(database_url(), _known(service)))
+    chosen = _known(service)
+    counts = asyncio.run(replay_all(database_url(), chosen, _writers(chosen)))
     for name, n in counts.items():
         console.print(f"{name}: {n:,} events queued for publication again")
 
@@ -104,9 +110,15 @@ def hold(
     ),
 ) -> None:
     """Stop the relays publishing until `replay` (while a broker is rebuilt)."""
-    asyncio.run(hold_all(database_url(), _known(service)))
+    chosen = _known(service)
+    asyncio.run(hold_all(database_url(), chosen, _writers(chosen)))
     for name in _known(service):
         console.print(f"{name}: relay held until `perlinsos outbox replay`")
+
+
+def _writers(services: tuple[str, ...]) -> dict[str, str]:
+    """Each service's own login: replay and hold change its outbox (status only reads)."""
+    return {s: writer_url(s) for s in services}
 
 
 def _known(service: list[Service]) -> tuple[str, ...]:

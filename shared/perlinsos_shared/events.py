@@ -297,6 +297,55 @@ class SmsDelivery(Contract):
     code: str | None = None
 
 
+# --- bpjs.memberships.v1 (finance -> registry) ----------------------------------------
+
+BpjsAnswer = Literal["KPJ_ASSIGNED", "ALREADY_BPJS_MEMBER", "REFUSED"]
+
+
+class BpjsMembershipAnswered(Contract):
+    """One row of BPJS Ketenagakerjaan's answer to a collective registration."""
+
+    event_type: ClassVar[str] = "perlinsos.bpjs.membership-answered.v1"
+    import_id: str = Field(description="the answer file (sha256 of its bytes)")
+    row: int = Field(ge=1, description="the row in the answer file")
+    nik: str = Field(pattern=r"^\d{16}$")
+    answer: BpjsAnswer
+    kpj: str | None = Field(default=None, pattern=r"^\d{11}$", description="membership number")
+    cover_start: date | None = Field(default=None, description="BPJS's cover start")
+    refusal: str | None = Field(default=None, max_length=200, description="BPJS's words")
+
+
+class ParticipantBpjsAnswered(Contract):
+    """Registry stored BPJS's answer for a participant (on `registry.participants.v1`)."""
+
+    event_type: ClassVar[str] = "perlinsos.participant.bpjs-answered.v1"
+    participant_id: str
+    answer: BpjsAnswer
+    kpj: str | None = None
+    cover_start: date | None = None
+    refusal: str | None = None
+    import_id: str
+    row: int
+
+
+# --- premium.reconciliations.v1 (finance -> finance, operators) -----------------------
+
+
+class InvoiceReconciled(Contract):
+    """BPJS's bill for one funding line and month against premium's ledger: counts and
+    amounts, no person."""
+
+    event_type: ClassVar[str] = "perlinsos.premium.invoice-reconciled.v1"
+    funding_line: FundingLine
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="contribution month")
+    invoice_id: str = Field(description="the bill file (sha256 of its bytes)")
+    rows: int = Field(ge=0)
+    billed_idr: int = Field(description="what BPJS bills, rows that could be read")
+    owed_idr: int = Field(description="what premium's ledger owes for the line and month")
+    difference_idr: int = Field(description="billed_idr - owed_idr")
+    counts: dict[str, int] = Field(description="findings by code (MATCHED, BILLED_NOT_COVERED ...)")
+
+
 ALL_EVENTS: tuple[type[Contract], ...] = (
     EnrolmentSubmitted,
     ExitReported,
@@ -307,4 +356,7 @@ ALL_EVENTS: tuple[type[Contract], ...] = (
     PremiumSummary,
     SmsDelivery,
     PaymentRecorded,
+    BpjsMembershipAnswered,
+    ParticipantBpjsAnswered,
+    InvoiceReconciled,
 )

@@ -21,12 +21,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import typer
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from perlinsos_shared.db import create_pool, open_service_db
-from perlinsos_shared.kafka import make_producer
-from perlinsos_shared.settings import Settings, resolved_settings
+from perlinsos_shared.kafka import _admin_security, make_producer, security
+from perlinsos_shared.settings import Settings, resolved_settings, writer_settings
 
 T = TypeVar("T")
 
@@ -97,6 +97,13 @@ def database_url(settings: Settings | None = None) -> str:
     return url
 
 
+def writer_url(service: str, settings: Settings | None = None) -> str:
+    """Where a command that changes `service`'s state logs in: the service's own login from
+    a running `perlinsos up` (reads go through the operators' read-only login), or the
+    configured `DATABASE_URL`."""
+    return database_url(writer_settings(service, settings or operator_settings()))
+
+
 def bootstrap_servers(settings: Settings | None = None) -> str:
     servers = (settings or operator_settings()).kafka_bootstrap_servers
     if not servers:
@@ -112,10 +119,13 @@ async def open_operator_pool(
     migrate: bool = False,
     size: int = 2,
     settings: Settings | None = None,
+    writes: bool = False,
 ) -> asyncpg.Pool:
     """A pool on `service`'s schema (its migrations applied first when `migrate`), at
-    `url` or the configured database; the caller closes it."""
-    url = url or database_url(settings)
+    `url` or the configured database; the caller closes it. Without `writes` it is the
+    operators' read-only login when `perlinsos up` runs; with it (or `migrate`, which
+    creates tables), the service's own."""
+    url = url or (writer_url(service, settings) if writes or migrate else database_url(settings))
     opening: Awaitable[asyncpg.Pool] = (
         open_service_db(url, service, pool_size=size)
         if migrate
@@ -160,6 +170,33 @@ def with_pool(
     return asyncio.run(run())
 
 
+async def _start_or_fail(client: AIOKafkaProducer | AIOKafkaConsumer, servers: str) -> None:
+    # aiokafka logs each failed connection attempt; the one line below says it all.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        await asyncio.wait_for(client.start(), timeout=CONNECT_TIMEOUT_S)
+    except BROKER_ERRORS as exc:
+        await client.stop()
+        fail(f"cannot reach the Kafka broker at {servers} ({reason(exc)}); {BROKER_HINT}")
+
+
+@asynccontextmanager
+async def operator_consumer(settings: Settings | None = None) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started Kafka consumer in no group (reading changes nothing), or one line saying
+    which broker did not answer."""
+    settings = settings or operator_settings()
+    servers = bootstrap_servers(settings)
+    kwargs = _admin_security(settings) if security(settings) is not None else {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers, group_id=None, enable_auto_commit=False, **kwargs
+    )
+    await _start_or_fail(consumer, servers)
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
 @asynccontextmanager
 async def operator_producer(
     client_id: str, settings: Settings | None = None
@@ -168,13 +205,7 @@ async def operator_producer(
     settings = settings or operator_settings()
     servers = bootstrap_servers(settings)
     producer = make_producer(settings, client_id)
-    # aiokafka logs each failed connection attempt; the one line below says it all.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        await asyncio.wait_for(producer.start(), timeout=CONNECT_TIMEOUT_S)
-    except BROKER_ERRORS as exc:
-        await producer.stop()
-        fail(f"cannot reach the Kafka broker at {servers} ({reason(exc)}); {BROKER_HINT}")
+    await _start_or_fail(producer, servers)
     try:
         yield producer
     finally:

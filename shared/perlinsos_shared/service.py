@@ -28,7 +28,7 @@ from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 
 from perlinsos_shared.consumer import BatchConsumer, Handler, UndecodableHook
-from perlinsos_shared.db import open_service_db
+from perlinsos_shared.db import open_service_db, refuse_privileged_login
 from perlinsos_shared.gc_tuning import tune_gc
 from perlinsos_shared.health import HealthServer, Readiness
 from perlinsos_shared.kafka import make_broker, make_producer
@@ -198,6 +198,7 @@ class ServiceRuntime:
     async def _on_startup(self) -> None:
         if not self.settings.database_url:
             raise RuntimeError("DATABASE_URL is not set: start with `perlinsos up` or set it")
+        await refuse_privileged_login(self.settings.database_url, self.name)
         self._pool = await open_service_db(
             self.settings.database_url, self.name, pool_size=self.settings.db_pool_size
         )

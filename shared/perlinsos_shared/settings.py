@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     database_url: str | None = None
     state_dir: Path = Field(default=Path(".perlinsos"), alias="PERLINSOS_STATE_DIR")
+    # registry: the file of agencies' registered public keys (perlinsos_shared.signing)
+    agency_keys: Path | None = Field(default=None, alias="PERLINSOS_AGENCY_KEYS")
 
     # Consumer tuning: batches keep round trips off the hot path.
     consumer_max_records: int = Field(default=2000, alias="PERLINSOS_CONSUMER_MAX_RECORDS")
@@ -117,8 +119,17 @@ def get_settings() -> Settings:
 STACK_FILE = "stack.json"
 
 
-def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> None:
-    """Written by `perlinsos up` so operator commands in another shell find the stack."""
+def write_stack_file(
+    settings: Settings,
+    bootstrap: str,
+    database_url: str,
+    service_database_urls: dict[str, str] | None = None,
+) -> None:
+    """Written by `perlinsos up` so operator commands in another shell find the stack.
+
+    `database_url` is the operators' read-only login; `service_database_urls` are the
+    services' own logins, for the few commands that change a service's state.
+    """
     import json
     import os
 
@@ -131,6 +142,7 @@ def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> N
             {
                 "kafka_bootstrap_servers": bootstrap,
                 "database_url": database_url,
+                "service_database_urls": service_database_urls or {},
                 "kafka_idempotent": settings.kafka_idempotent,
             },
             f,
@@ -160,6 +172,19 @@ def resolved_settings() -> Settings:
     if "kafka_idempotent" not in settings.model_fields_set and "kafka_idempotent" in found:
         update["kafka_idempotent"] = bool(found["kafka_idempotent"])  # the stack's broker
     return settings.model_copy(update=update)
+
+
+def writer_settings(service: str, settings: Settings | None = None) -> Settings:
+    """Settings for an operator command that changes `service`'s state: its own login
+    from a running `perlinsos up` (other commands read through the read-only login)."""
+    import json
+
+    settings = settings or resolved_settings()
+    path = settings.state_dir / STACK_FILE
+    if get_settings().database_url or not path.exists():
+        return settings
+    url = json.loads(path.read_text()).get("service_database_urls", {}).get(service)
+    return settings.model_copy(update={"database_url": url}) if url else settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

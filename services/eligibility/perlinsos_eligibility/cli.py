@@ -40,8 +40,10 @@ def _root() -> None:
     """Commands that read or act on the eligibility service's own state."""
 
 
-async def _pool(database_url: str | None) -> asyncpg.Pool:
-    return await open_operator_pool("eligibility", database_url, migrate=True)
+async def _pool(database_url: str | None, *, writes: bool = False) -> asyncpg.Pool:
+    """Reads go through the operators' read-only login; changes (with migrations first)
+    log in as eligibility."""
+    return await open_operator_pool("eligibility", database_url, migrate=writes)
 
 
 # --- reevaluate ---------------------------------------------------------------------
@@ -60,7 +62,7 @@ async def reevaluate(
 ) -> list[Changed]:
     """Re-decide `line` under the rules in force on `as_of`; decisions where outcomes change."""
     book = book or rule_book()
-    pool = await _pool(database_url)
+    pool = await _pool(database_url, writes=True)
     try:
         async with pool.acquire() as conn, conn.transaction():
             before = {
@@ -293,7 +295,7 @@ def promote_command(
     """Give free places to the waitlist now (instances also do it every minute)."""
 
     async def run() -> int:
-        pool = await _pool(database_url)
+        pool = await _pool(database_url, writes=True)
         try:
             return await promote_waiting(pool, rule_book())
         finally:

@@ -67,10 +67,13 @@ def test_domicile_is_the_ktp_address(
 
 
 def test_the_nik_prefix_never_decides_domicile() -> None:
-    # an applicant carries no NIK at all: a NIK first issued elsewhere (e.g. 1371, Padang)
-    # with a Batam KTP address passes; a 2171 NIK with an address elsewhere does not
+    # The rules cannot read the NIK: an applicant carries none, so a NIK first issued
+    # elsewhere (e.g. 1371, Padang) cannot refuse a Batam KTP address, nor a 2171 NIK
+    # admit an address elsewhere. Only the address decides.
     assert "nik" not in Applicant.__dataclass_fields__
     assert assess(applicant(), BOOK, DAY).passed
+    elsewhere = applicant(address=Address(kecamatan="Padang Barat", kelurahan="Olo"))
+    assert "DOMICILE_NOT_BATAM" in codes(elsewhere)
 
 
 @pytest.mark.parametrize(

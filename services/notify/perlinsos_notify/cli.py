@@ -34,7 +34,7 @@ def _root() -> None:
 
 async def find_messages(database_url: str, who: str) -> list[dict[str, Any]]:
     """Messages of one participant, in decision order: by NIK (16 digits) or participant id."""
-    pool = await open_operator_pool("notify", database_url, migrate=True, size=1)
+    pool = await open_operator_pool("notify", database_url, size=1)  # reads only
     try:
         if len(who) == 16 and who.isdigit():
             return await messages_of(pool, nik_hashes=pseudonyms(who))
@@ -101,7 +101,7 @@ def failures(
     async def fetch(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         return await not_delivered(pool, alert_s, limit)
 
-    rows = with_pool("notify", fetch, migrate=True, size=1)
+    rows = with_pool("notify", fetch, size=1)  # reads only
     table = Table(title=f"SMS not delivered ({len(rows)})")
     for col in ("message", "participant", "NIK", "to", "template", "status", "reason", "when"):
         table.add_column(col, overflow="fold")

@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cache
-from typing import Any
-
-import holidays
+from typing import TYPE_CHECKING, Any
 
 from perlinsos_premium.billing import next_period, period_index
+
+if TYPE_CHECKING:
+    from holidays import HolidayBase
 
 NonWorking = Callable[[date], bool]
 
@@ -39,7 +40,11 @@ class Terms:
 
 
 @cache
-def _indonesia() -> holidays.HolidayBase:
+def _indonesia() -> HolidayBase:
+    # imported on first use: the package takes about a second to import, which would
+    # otherwise delay every premium start and every CLI command
+    import holidays
+
     return holidays.country_holidays("ID")
 
 

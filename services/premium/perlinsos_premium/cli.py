@@ -53,8 +53,10 @@ class ExportFormat(StrEnum):
     CSV = "csv"
 
 
-def _with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    return operator.with_pool("premium", fn, migrate=True)
+def _with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]], *, writes: bool = False) -> T:
+    """Reads go through the operators' read-only login; changes (with migrations first)
+    log in as premium."""
+    return operator.with_pool("premium", fn, migrate=writes)
 
 
 @app.command()
@@ -65,7 +67,7 @@ def close(
     from perlinsos_premium.closing import CloseRefused, close_month
 
     try:
-        result = _with_pool(lambda pool: close_month(pool, period, today_local()))
+        result = _with_pool(lambda pool: close_month(pool, period, today_local()), writes=True)
     except CloseRefused as exc:
         operator.fail(str(exc), 1)
     if result.already_closed:

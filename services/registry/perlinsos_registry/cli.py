@@ -92,7 +92,7 @@ def audit(
     submission that concerned the NIK, refusals included."""
     nik = normalise_nik(nik)
     who = nik if show_nik else mask_nik(nik)
-    changes, submissions = with_pool("registry", lambda pool: _audit(pool, nik), migrate=True)
+    changes, submissions = with_pool("registry", lambda pool: _audit(pool, nik))
     if not changes and not submissions:
         fail(f"no participant or submission for NIK {who}", 1)
     table = Table(title=f"changes to participant {who}")
@@ -187,7 +187,7 @@ async def run_import(
     request_ids = sorted({rid for rid, _ in submissions})
     # The database first: rows published with no way to read their outcomes help nobody.
     async with (
-        operator_pool("registry", migrate=True, settings=settings) as pool,
+        operator_pool("registry", settings=settings) as pool,  # reads the outcomes
         operator_producer("perlinsos-intake-import", settings) as producer,
     ):
         task = progress.add_task("publishing", total=len(submissions)) if progress else None
