@@ -24,7 +24,7 @@ import pytest
 
 from perlinsos_cli.stack import Stack
 from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
-from perlinsos_shared.settings import Settings
+from perlinsos_shared.settings import Settings, get_settings
 
 
 def _docker_answers() -> bool:
@@ -116,6 +116,15 @@ async def _reset_topics(bootstrap: str) -> None:
             await asyncio.sleep(1.0)
     finally:
         await admin.close()
+
+
+@pytest.fixture
+def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`DATABASE_URL` set to a fresh database for operator commands run in-process."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield database_url
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -23,8 +23,9 @@ from typing import Any
 import asyncpg
 
 from perlinsos_devruntime.embedded import EmbeddedPostgres, free_port
-from perlinsos_notify.handlers import Sender, make_handler
+from perlinsos_notify.handlers import make_handler
 from perlinsos_notify.providers import make_provider
+from perlinsos_notify.sender import Sender
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.consumer import Incoming
 from perlinsos_shared.db import open_service_db
@@ -134,7 +135,7 @@ def run(quick: bool) -> dict[str, Any]:
             [
                 sys.executable,
                 "-m",
-                "perlinsos_notify.testing",
+                "perlinsos_devruntime.fake_twilio",
                 "--port",
                 str(free_port()),
                 "--account-sid",

@@ -24,10 +24,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from faults.harness import FaultRun, read_db
+from perlinsos_shared.clock import current_period
 from perlinsos_shared.topics import CATALOGUE, Topic
 
 Inject = Callable[[FaultRun, asyncio.Event], Coroutine[Any, Any, int]]
@@ -246,6 +248,114 @@ async def poison_dead_lettered(run: FaultRun, injected: int) -> str:
     return ""
 
 
+# ------------------------------------------------------------------ operations (issue 12)
+
+
+async def provider_down(run: FaultRun, done: asyncio.Event, *, at_s: float = 5.0,
+                        for_s: float = 60.0) -> int:  # fmt: skip
+    """The SMS provider answers every POST 503 for `for_s` seconds (retried, capped backoff,
+    nothing lost)."""
+    assert run.twilio is not None
+    await asyncio.sleep(at_s)
+    run.twilio.down = True
+    try:
+        await asyncio.sleep(for_s)
+    finally:
+        run.twilio.down = False
+    return sum(1 for r in run.twilio.requests if r.method == "POST" and r.status == 503)
+
+
+async def slow_provider_two_instances(
+    run: FaultRun, done: asyncio.Event, *, latency_s: float = 5.0, after_s: float = 30.0
+) -> int:
+    """Every answer takes `latency_s` while a second notify instance runs beside the first,
+    both behind the case's rate limit: claims wait in their queues far longer than the
+    lease, and no instance takes over another's."""
+    assert run.twilio is not None
+    run.twilio.latency_s = latency_s
+    env = {**run.extra_env, **run.twilio.env()}
+    await asyncio.to_thread(run.stack.start_services, ("notify",), timeout=180, extra_env=env)
+    await done.wait()
+    await asyncio.sleep(after_s)
+    run.twilio.latency_s = 0.0
+    return sum(1 for r in run.twilio.requests if r.method == "POST")
+
+
+async def list_failing_answers_lost(
+    run: FaultRun, done: asyncio.Event, *, every: int = 7, after_s: float = 30.0
+) -> int:
+    """One POST in `every` is taken and its answer lost (connection cut) while the
+    provider's message list answers 500: those sends stay unconfirmed, never resent
+    blindly, until the list answers again."""
+    assert run.twilio is not None
+    run.twilio.list_failing = True
+    run.twilio.script(["drop-after" if i % every == every - 1 else "ok" for i in range(3000)])
+    await done.wait()
+    await asyncio.sleep(after_s)
+    run.twilio.list_failing = False
+    return sum(1 for r in run.twilio.requests if r.fault == "drop-after")
+
+
+async def _premium(run: FaultRun, sql: str, *args: Any) -> str:
+    conn = await asyncpg.connect(run.database_url, server_settings={"search_path": "premium"})
+    try:
+        return str(await conn.execute(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def roll_racing_batches(run: FaultRun, done: asyncio.Event, *, every_s: float = 0.5) -> int:
+    """Premium's month roll (every 0.5 s here) made to roll the current month again and
+    again while decision batches bill it: nothing billed twice or missed."""
+    rolls = 0
+    again = "DELETE FROM rolled_periods WHERE period = $1"
+    while not done.is_set():
+        await asyncio.sleep(every_s)
+        rolls += int((await _premium(run, again, current_period())).split()[-1])
+    return rolls
+
+
+REDRIVE_LINE = "PERWAKO-3-2023"
+
+
+async def dead_letters_redriven(run: FaultRun, done: asyncio.Event, *, at_s: float = 5.0) -> int:
+    """Premium's rate table loses one funding line's rows: its decisions fail alone and are
+    dead-lettered. The rows come back, and `perlinsos dlq redrive` sends the dead letters
+    again, twice: the ledger ends as if nothing had happened."""
+    from perlinsos_cli.dlq import redrive_dead_letters
+    from perlinsos_shared.settings import Settings
+    from perlinsos_shared.topics import DECISIONS
+
+    await asyncio.sleep(at_s)
+    conn = await asyncpg.connect(run.database_url, server_settings={"search_path": "premium"})
+    try:
+        rates = await conn.fetch("SELECT * FROM rates WHERE funding_line = $1", REDRIVE_LINE)
+        await conn.execute("DELETE FROM rates WHERE funding_line = $1", REDRIVE_LINE)
+        await done.wait()
+        await asyncio.sleep(20.0)  # the last decisions consumed (and dead-lettered)
+        await conn.executemany(
+            "INSERT INTO rates (funding_line, component, amount_idr, valid_from, valid_to)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            [
+                (r["funding_line"], r["component"], r["amount_idr"], r["valid_from"], r["valid_to"])
+                for r in rates
+            ],
+        )
+    finally:
+        await conn.close()
+    settings = Settings().model_copy(
+        update={
+            "kafka_bootstrap_servers": run.bootstrap,
+            "database_url": run.database_url,
+            "kafka_idempotent": False,  # the embedded broker
+        }
+    )
+    first = await redrive_dead_letters(settings, DECISIONS.name)
+    await asyncio.sleep(10.0)
+    second = await redrive_dead_letters(settings, DECISIONS.name)  # changes nothing
+    return len(first.sent) + len(second.sent)
+
+
 # ------------------------------------------------------------------ the table
 
 CASES: list[FaultCase] = [
@@ -268,6 +378,36 @@ CASES: list[FaultCase] = [
         "SMS provider faults",
         provider_faults,
         sms_provider="twilio",
+    ),
+    FaultCase(
+        "SMS provider down (every POST 503) for 60 s",
+        "SMS provider down",
+        provider_down,
+        sms_provider="twilio",
+    ),
+    FaultCase(
+        "SMS provider 5 s slow, two notify instances, 20/s rate limit",
+        "SMS provider slow",
+        slow_provider_two_instances,
+        sms_provider="twilio",
+        env={"SMS_RATE_LIMIT_PER_S": "20"},
+    ),
+    FaultCase(
+        "SMS provider list failing while answers are lost",
+        "SMS list failing",
+        list_failing_answers_lost,
+        sms_provider="twilio",
+    ),
+    FaultCase(
+        "premium month roll racing decision batches",
+        "month roll racing",
+        roll_racing_batches,
+        env={"PERLINSOS_PREMIUM_ROLL_INTERVAL_S": "0.5"},
+    ),
+    FaultCase(
+        "dead letters redriven (twice) after their cause is fixed",
+        "dead letters redriven",
+        dead_letters_redriven,
     ),
     FaultCase(
         "poison on every consumed topic",

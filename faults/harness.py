@@ -80,7 +80,7 @@ class FaultRun:
         )
         env = dict(self.extra_env)
         if self.sms_provider == "twilio":
-            from perlinsos_notify.testing import FakeTwilio
+            from perlinsos_devruntime.fake_twilio import FakeTwilio
 
             self.twilio = FakeTwilio(port=free_port()).start()
             env.update(self.twilio.env())

@@ -36,13 +36,16 @@ from perlinsos_shared.envelope import (
 )
 from perlinsos_shared.events import (
     Address,
+    BpjsMembershipAnswered,
     EligibilityDecided,
     EnrolmentSubmitted,
     ExitReason,
     ExitReported,
     FundingLine,
     IntakeRejected,
+    InvoiceReconciled,
     Occupation,
+    ParticipantBpjsAnswered,
     ParticipantEnrolled,
     ParticipantExited,
     PaymentRecorded,
@@ -177,7 +180,7 @@ def published() -> list[tuple[Topic, str, CloudEvent[Any]]]:
         template="eligible",
         status="undeliverable",
         provider="file",
-        code="NOMOR_BUKAN_SELULER",
+        code="PHONE_NOT_MOBILE",
     )
     payment = PaymentRecorded(
         funding_line=FundingLine.PERWAKO_3_2023,
@@ -199,8 +202,44 @@ def published() -> list[tuple[Topic, str, CloudEvent[Any]]]:
         nik_masked=None,
         reasons=[Reason(code="SCHEMA_INVALID", message="pesan bukan CloudEvent JSON yang sah")],
     )
+    answered = BpjsMembershipAnswered(
+        import_id="9f2c" * 16,
+        row=2,
+        nik="2171011708900001",
+        answer="KPJ_ASSIGNED",
+        kpj="26012345678",
+        cover_start=date(2026, 11, 1),
+    )
+    stored = ParticipantBpjsAnswered(
+        participant_id=pid,
+        answer="ALREADY_BPJS_MEMBER",
+        refusal="Sudah terdaftar sebagai peserta aktif",
+        import_id="9f2c" * 16,
+        row=3,
+    )
+    reconciled = InvoiceReconciled(
+        funding_line=FundingLine.PERWAKO_30_2025,
+        period="2026-10",
+        invoice_id="1b7e" * 16,
+        rows=3,
+        billed_idr=50_400,
+        owed_idr=33_600,
+        difference_idr=16_800,
+        counts={"MATCHED": 2, "BILLED_NOT_COVERED": 1},
+    )
     registry, eligibility = "perlinsos/registry", "perlinsos/eligibility"
     return [
+        (
+            by_name("bpjs.memberships.v1"),
+            answered.nik,
+            make_event("finance/perlinsos-cli", answered),
+        ),
+        (by_name("registry.participants.v1"), pid, make_event(registry, stored, subject=pid)),
+        (
+            by_name("premium.reconciliations.v1"),
+            "PERWAKO-30-2025:2026-10",
+            make_event("finance/perlinsos-cli", reconciled, subject="PERWAKO-30-2025:2026-10"),
+        ),
         (by_name("registry.participants.v1"), pid, make_event(registry, enrolled)),
         (by_name("registry.participants.v1"), pid, make_event(registry, exited)),
         (by_name("eligibility.decisions.v1"), pid, make_event(eligibility, decided, subject=pid)),

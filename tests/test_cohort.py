@@ -17,6 +17,7 @@ from perlinsos_cli.cohort import (
     generate_cohort,
     line_mix,
 )
+from perlinsos_shared.clock import today_local
 from perlinsos_shared.wilayah import is_batam_address
 
 LAUNCH = date(2025, 9, 26)
@@ -277,10 +278,15 @@ def test_leap_day_today() -> None:
             assert failed_checks(sub.data, today) == set()
 
 
-def test_default_today_is_jakarta() -> None:
-    cohort = generate_cohort(10)
-    assert len(cohort) == 10
-    assert all(s.request_id.split("-")[1].isdigit() for s in cohort)
+def test_default_today_is_batam_today() -> None:
+    """Without `today`, the cohort is the one for Batam's date (Asia/Jakarta), not the
+    machine's: the same people as with `today=today_local()`, other people a day off."""
+    batam = today_local()
+    default = generate_cohort(200, seed=5)
+    if today_local() != batam:  # midnight in Batam passed in between: take the new day
+        batam, default = today_local(), generate_cohort(200, seed=5)
+    assert default == generate_cohort(200, seed=5, today=batam)
+    assert default != generate_cohort(200, seed=5, today=batam - timedelta(days=1))
 
 
 @pytest.mark.parametrize(("size", "rate"), [(0, 0.03), (10, -0.1), (10, 1.5)])

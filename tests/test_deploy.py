@@ -26,8 +26,10 @@ import jsonschema
 import pytest
 import yaml
 
+from perlinsos_registry.agencies import DEFAULT_MAP
+from perlinsos_shared import access
 from perlinsos_shared.settings import Settings
-from perlinsos_shared.topics import CATALOGUE, DLQ_SUFFIX
+from perlinsos_shared.topics import CATALOGUE, DLQ_SUFFIX, agency_replies_topic
 from perlinsos_shared.topics_init import strimzi_topics, topic_specs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +120,18 @@ def service_env(compose: dict[str, Any], name: str) -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
+def kafka_properties() -> dict[str, str]:
+    """The broker configuration deploy/kafka/start.sh writes (shell variables as named)."""
+    text = (ROOT / "deploy" / "kafka" / "start.sh").read_text(encoding="utf-8")
+    block = text.split("<<PROPERTIES\n", 1)[1].split("\nPROPERTIES", 1)[0]
+    out = {}
+    for line in block.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
+
 def healthcheck_port(test: list[str] | str) -> int:
     text = test if isinstance(test, str) else " ".join(test)
     m = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)/readyz", text)
@@ -185,8 +199,9 @@ def test_compose_runs_the_infrastructure_the_design_names(compose: dict[str, Any
     services = compose["services"]
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
-    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
-    assert str(kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]) == "false"
+    properties = kafka_properties()
+    assert properties["process.roles"] == "broker,controller"  # KRaft, no ZooKeeper
+    assert properties["auto.create.topics.enable"] == "false"
     cluster_id = kafka["environment"]["CLUSTER_ID"]  # KRaft: a UUID, base64url, unpadded
     assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
     assert services["postgres"]["image"].startswith("postgres:")
@@ -194,8 +209,27 @@ def test_compose_runs_the_infrastructure_the_design_names(compose: dict[str, Any
     assert services["jaeger"]["image"].startswith("jaegertracing/")
     assert services["prometheus"]["image"].startswith("prom/prometheus")
     assert services["grafana"]["image"].startswith("grafana/grafana")
-    for name in ("kafka", "postgres", "prometheus", "grafana"):
+    for name in ("kafka", "postgres", "prometheus", "grafana", "otel-collector", "jaeger"):
         assert "test" in services[name]["healthcheck"], f"{name} has a health check"
+
+
+def test_collector_and_jaeger_are_probed_and_waited_for(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    collector, jaeger = services["otel-collector"], services["jaeger"]
+    # The collector image is distroless: its health check runs the wget its Dockerfile adds,
+    # against the health_check extension the collector configuration enables.
+    dockerfile = (ROOT / collector["build"]["context"] / "Dockerfile").read_text(encoding="utf-8")
+    probe = collector["healthcheck"]["test"]
+    assert probe[0] == "CMD" and f"COPY --from=probe /bin/busybox {probe[1]}" in dockerfile
+    assert re.search(r"^FROM otel/opentelemetry-collector-contrib:\S+$", dockerfile, flags=re.M)
+    config = load_yaml(ROOT / "deploy" / "otel-collector" / "config.yaml")
+    port = config["extensions"]["health_check"]["endpoint"].rsplit(":", 1)[1]
+    assert "health_check" in config["service"]["extensions"]
+    assert f"http://127.0.0.1:{port}/" in probe
+    assert "http://127.0.0.1:14269/" in jaeger["healthcheck"]["test"]  # Jaeger's admin port
+    assert collector["depends_on"]["jaeger"]["condition"] == "service_healthy"
+    for svc in SERVICES:
+        assert services[svc]["depends_on"]["otel-collector"]["condition"] == "service_healthy"
 
 
 def test_topic_init_job_runs_the_codes_own_topic_creation(compose: dict[str, Any]) -> None:
@@ -216,7 +250,8 @@ def test_compose_service_is_built_from_its_dockerfile_and_waits_for_its_dependen
     service = compose["services"][svc]
     build = service["build"]
     assert build["context"] == "."
-    assert build["dockerfile"] == f"services/{svc}/Dockerfile"
+    assert build["dockerfile"] == "Dockerfile"  # the one recipe, parameterised
+    assert build["args"] == {"SERVICE": svc}
     assert (ROOT / build["dockerfile"]).is_file()
     conditions = {k: v["condition"] for k, v in service["depends_on"].items()}
     assert conditions["kafka"] == "service_healthy"
@@ -243,14 +278,13 @@ def test_compose_environment_is_what_the_settings_read(compose: dict[str, Any], 
     assert str(CONTAINER_PORT) in [str(p) for p in compose["services"][svc]["expose"]]
 
     # Addresses point at the compose services that exist, on the ports they listen on.
-    kafka_env = compose["services"]["kafka"]["environment"]
     host, _, port = (settings.kafka_bootstrap_servers or "").partition(":")
     assert host in compose["services"]
-    assert f"PLAINTEXT://{host}:{port}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"BROKER://{host}:{port}" in kafka_properties()["advertised.listeners"].split(",")
     db = urlsplit(settings.database_url or "")
     pg_env = compose["services"]["postgres"]["environment"]
     assert db.hostname in compose["services"] and db.port == 5432
-    assert db.username == pg_env["POSTGRES_USER"]
+    assert db.username == f"perlinsos_{svc}", "its own login role, never the superuser"
     assert db.path.lstrip("/") == pg_env["POSTGRES_DB"]
     otlp = urlsplit(settings.otel_exporter_otlp_endpoint or "")
     assert otlp.hostname in compose["services"] and otlp.port == 4318
@@ -319,16 +353,22 @@ def workspace_members() -> list[str]:
     return members
 
 
-@pytest.mark.parametrize("svc", SERVICES)
-def test_dockerfile_is_multi_stage_uv_locked_non_root_with_a_health_check(svc: str) -> None:
-    text = (ROOT / "services" / svc / "Dockerfile").read_text(encoding="utf-8")
+def test_one_dockerfile_is_multi_stage_uv_locked_non_root_with_a_health_check() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert not list(ROOT.glob("services/*/Dockerfile")), "one recipe for every service"
     stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\w+)", text, flags=re.M | re.I)
     assert len(stages) >= 3 and stages[-1] == "runtime", stages
+    # SERVICE is declared before the first FROM and again in each stage that reads it
+    assert re.search(r"^ARG SERVICE$", text.split("FROM", 1)[0], flags=re.M)
+    for stage in ("build", "runtime"):
+        body = text.split(f"AS {stage}", 1)[1].split("\nFROM ", 1)[0]
+        assert re.search(r"^ARG SERVICE$", body, flags=re.M), stage
     assert "COPY uv.lock" in text
     joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines as one
     syncs = re.findall(r"^RUN .*?uv sync (.*)$", joined, flags=re.M)
     assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs)
-    assert all(f"--package perlinsos-{svc}" in s for s in syncs)
+    assert all('--package "perlinsos-${SERVICE}"' in s for s in syncs)
+    assert "COPY services/${SERVICE} services/${SERVICE}" in text
     # uv reads the whole workspace: every member's pyproject.toml goes into the build.
     for member in workspace_members():
         assert f"COPY {member}/pyproject.toml {member}/" in text, member
@@ -338,8 +378,18 @@ def test_dockerfile_is_multi_stage_uv_locked_non_root_with_a_health_check(svc: s
     assert healthcheck_port(text.split("HEALTHCHECK", 1)[1].split("\n\n")[0]) == CONTAINER_PORT
     assert re.search(rf"^EXPOSE\s+{CONTAINER_PORT}\b", text, flags=re.M)
     assert f"PERLINSOS_METRICS_PORT={CONTAINER_PORT}" in text
+    assert "OTEL_SERVICE_NAME=perlinsos-${SERVICE}" in text
     cmd = re.findall(r"^CMD\s+(\[.*\])", text, flags=re.M)
-    assert json.loads(cmd[-1]) == ["python", "-m", f"perlinsos_{svc}"]
+    assert json.loads(cmd[-1]) == ["perlinsos-service"]
+    assert (
+        'exec python -m "perlinsos_%s"' in text
+        and '"$SERVICE" > /usr/local/bin/perlinsos-service' in text
+    )
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_every_service_the_build_argument_names_runs_as_a_module(svc: str) -> None:
+    assert (ROOT / "services" / svc / "pyproject.toml").is_file()
     assert importlib.util.find_spec(f"perlinsos_{svc}.__main__") is not None
 
 
@@ -393,7 +443,7 @@ def test_k8s_service_has_deployment_probes_resources_service_and_autoscaler(svc:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": port}
     env_from = {next(iter(e.values()))["name"] for e in container["envFrom"]}
-    assert env_from == {"perlinsos-config", "perlinsos-secrets"}
+    assert env_from == {"perlinsos-config", f"perlinsos-{svc}-secrets"}, "its own Secret"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["OTEL_SERVICE_NAME"] == name
     assert not set(env) - settings_env_names() - OTEL_STANDARD - {"POD_NAME"}
@@ -436,7 +486,7 @@ def test_k8s_base_builds_with_kustomize() -> None:
     rendered = kustomize(K8S_BASE)
     kinds = [d["kind"] for d in rendered]
     assert kinds.count("Deployment") == kinds.count("HorizontalPodAutoscaler") == len(SERVICES)
-    assert kinds.count("KafkaTopic") == 2 * len(CATALOGUE)
+    assert kinds.count("KafkaTopic") == 2 * len(CATALOGUE) + len(AGENCIES)
 
 
 def test_k8s_production_overlay_keeps_the_catalogue_and_hardens_the_base() -> None:
@@ -450,7 +500,11 @@ def test_k8s_production_overlay_keeps_the_catalogue_and_hardens_the_base() -> No
         assert topics[spec.name]["replicas"] == 3
         for key, value in spec.config.items():
             assert topics[spec.name]["config"][key] == value
-    config = next(d for d in rendered if d["kind"] == "ConfigMap")["data"]
+    config = next(
+        d
+        for d in rendered
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "perlinsos-config"
+    )["data"]
     assert not set(config) - settings_env_names() - OTEL_STANDARD
     settings = settings_from_env(config)
     assert settings.kafka_security_protocol == "SASL_SSL"
@@ -520,3 +574,128 @@ def test_grafana_dashboard_is_provisioned_and_shows_what_operators_watch() -> No
                 for base in instruments
             )
             assert ok, f"{title}: {metric} is no instrument of the code"
+
+
+# --- least privilege: database logins, broker users and ACLs ----------------------------
+
+AGENCIES = list(DEFAULT_MAP)  # the agencies the deployment files are generated for
+
+
+def test_compose_kafka_authenticates_every_client_and_denies_what_no_acl_allows() -> None:
+    props = kafka_properties()
+    protocols = dict(p.split(":") for p in props["listener.security.protocol.map"].split(","))
+    listeners = dict(
+        (name, address)
+        for name, _, address in (x.partition("://") for x in props["listeners"].split(","))
+    )
+    for name, protocol in protocols.items():
+        if name == props["controller.listener.names"]:
+            assert listeners[name].startswith("127.0.0.1:"), "controller on loopback only"
+        else:
+            assert protocol.startswith("SASL_"), f"{name} authenticates its clients"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert set(props["super.users"].split(";")) == {"User:admin", "User:ANONYMOUS"}
+
+
+def test_compose_acls_are_the_codes_own() -> None:
+    committed = (ROOT / "deploy" / "kafka" / "acls.txt").read_text(encoding="utf-8")
+    rules = [line for line in committed.splitlines() if line and not line.startswith("#")]
+    hint = "regenerate: uv run --frozen python -m perlinsos_shared.access --kafka-acls " + " ".join(
+        AGENCIES
+    )
+    assert rules == access.kafka_acl_commands(AGENCIES), hint
+
+
+def test_compose_gives_each_service_its_own_logins_and_nothing_the_superuser_holds(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    secrets_of: dict[str, set[str]] = {}
+    for svc in SERVICES:
+        env = service_env(compose, svc)
+        assert env["KAFKA_SASL_USERNAME"] == access.service_user(svc)
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+        secrets_of[svc] = set(
+            _INTERPOLATION.findall(env["DATABASE_URL"] + env["KAFKA_SASL_PASSWORD"])
+        )
+        assert "POSTGRES_PASSWORD" not in {n for n, _, _ in secrets_of[svc]}
+        assert "KAFKA_ADMIN_PASSWORD" not in {n for n, _, _ in secrets_of[svc]}
+        conditions = services[svc]["depends_on"]
+        assert conditions["db-init"]["condition"] == "service_completed_successfully"
+        assert conditions["kafka-access"]["condition"] == "service_completed_successfully"
+    for a, b in ((a, b) for a in SERVICES for b in SERVICES if a < b):
+        assert not secrets_of[a] & secrets_of[b], f"{a} and {b} share a secret"
+
+    db_init = services["db-init"]
+    assert db_init["command"] == ["python", "-m", "perlinsos_shared.db_roles"]
+    assert importlib.util.find_spec("perlinsos_shared.db_roles") is not None
+    init_env = db_init["environment"]
+    for svc in SERVICES:
+        own = next(
+            n for n, _, _ in _INTERPOLATION.findall(service_env(compose, svc)["DATABASE_URL"])
+        )
+        assert f"${{{own}" in init_env[f"PERLINSOS_DB_PASSWORD_{svc.upper()}"]
+    assert "POSTGRES_PASSWORD" in init_env["PERLINSOS_DB_ADMIN_URL"]
+
+    access_env = services["kafka-access"]["environment"]
+    users = set(re.findall(r"User:([a-z0-9-]+)", (ROOT / "deploy/kafka/acls.txt").read_text()))
+    assert users == set(access.principals(AGENCIES))
+    for user in users:
+        assert f"KAFKA_PASSWORD_{user.upper().replace('-', '_')}" in access_env, user
+    for svc in SERVICES:
+        password = service_env(compose, svc)["KAFKA_SASL_PASSWORD"]
+        assert f"KAFKA_PASSWORD_{access.service_user(svc).upper().replace('-', '_')}" in password
+
+
+def test_each_principal_may_do_only_its_part() -> None:
+    rules = access.principals(AGENCIES)
+    registry = rules[access.service_user("registry")]
+    assert access.allowed(registry, "topic", "registry.intake.v1", "Read")
+    assert access.allowed(registry, "topic", agency_replies_topic("DISHUB"), "Write")
+    assert not access.allowed(registry, "topic", "eligibility.decisions.v1", "Read")
+    notify = rules[access.service_user("notify")]
+    assert not access.allowed(notify, "topic", "registry.participants.v1", "Read")  # NIKs
+    assert not access.allowed(notify, "topic", "eligibility.decisions.v1", "Write")
+    for agency in AGENCIES:
+        mine = rules[access.agency_user(agency)]
+        assert access.allowed(mine, "topic", "registry.intake.v1", "Write")
+        assert not access.allowed(mine, "topic", "registry.intake.v1", "Read")
+        assert not access.allowed(mine, "topic", "registry.intake-rejected.v1", "Read")
+        for other in AGENCIES:
+            can = access.allowed(mine, "topic", agency_replies_topic(other), "Read")
+            assert can == (other == agency)
+    operator = rules[access.OPERATOR]
+    assert not any("Write" in r.operations for r in operator)
+
+
+def test_k8s_services_use_their_own_kafka_user_and_the_users_are_the_codes_own() -> None:
+    docs = base_resources()
+    for svc in SERVICES:
+        (container,) = find(docs, "Deployment", f"perlinsos-{svc}")["spec"]["template"]["spec"][
+            "containers"
+        ]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["KAFKA_SASL_USERNAME"]["value"] == access.service_user(svc)
+        ref = env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (access.service_user(svc), "password")
+
+    users = load_yaml_all(K8S_PRODUCTION / "kafka-users.yaml")
+    hint = "regenerate: uv run --frozen python -m perlinsos_shared.access --strimzi-users " + (
+        " ".join(AGENCIES)
+    )
+    assert users == access.strimzi_users(AGENCIES), hint
+    production = load_yaml(K8S_PRODUCTION / "kustomization.yaml")
+    assert "kafka-users.yaml" in production["resources"]
+    config = load_yaml(K8S_PRODUCTION / "config.yaml")["data"]
+    assert "KAFKA_SASL_USERNAME" not in config, "no user shared by every service"
+
+    topics = load_yaml_all(K8S_BASE / "agency-topics.yaml")
+    assert topics == access.strimzi_agency_topics(AGENCIES)
+    job = find(docs, "Job", "perlinsos-db-setup")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "perlinsos_shared.db_roles"]
+    assert [e["secretRef"]["name"] for e in container["envFrom"]] == ["perlinsos-db-setup"]
+    keys = find(docs, "ConfigMap", "perlinsos-agency-keys")
+    assert json.loads(keys["data"]["agency-keys.json"]) == {}

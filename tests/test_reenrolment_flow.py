@@ -30,6 +30,7 @@ from perlinsos_shared.clock import CLOCK_SHIFT_ENV, period_of, today_local
 from perlinsos_shared.envelope import CONTENT_TYPE, encode, make_event
 from perlinsos_shared.events import EnrolmentSubmitted, ExitReported
 from perlinsos_shared.settings import Settings
+from perlinsos_shared.signing import HEADER, default_keys_dir, signing_key
 from perlinsos_shared.topics import DECISIONS, DELIVERIES, INTAKE, INTAKE_REJECTED, PARTICIPANTS
 
 pytestmark = pytest.mark.flow
@@ -77,9 +78,9 @@ async def send(bootstrap: str, key: str, event: EnrolmentSubmitted | ExitReporte
     await producer.start()
     try:
         value = encode(make_event(f"agency/{event.agency}", event))
-        await producer.send_and_wait(
-            INTAKE.name, value, key=key.encode(), headers=[("content-type", CONTENT_TYPE.encode())]
-        )
+        signature = signing_key(default_keys_dir(), event.agency).sign(value)
+        headers = [("content-type", CONTENT_TYPE.encode()), (HEADER, signature.encode())]
+        await producer.send_and_wait(INTAKE.name, value, key=key.encode(), headers=headers)
     finally:
         await producer.stop()
 

@@ -7,6 +7,9 @@ through a TCP proxy the test can cut; a real Kafka-protocol broker; the relay un
 same supervisor a service runs it with. Rows are written beside the relay (straight to
 PostgreSQL) before, during and after each fault; every row must reach the broker, in
 order per key, and the supervisor must have logged each outage once, not per retry.
+
+And a broker rebuilt empty: with the relay held meanwhile and the outbox replayed, rows
+written while it was away reach it only after the older rows of the same key.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from perlinsos_devruntime.embedded import EmbeddedPostgres, free_port
+from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from perlinsos_devruntime.tcpproxy import TcpProxy
 from perlinsos_shared.db import SHARED_MIGRATIONS, create_pool, migrate
 from perlinsos_shared.kafka import ensure_topics, make_producer
-from perlinsos_shared.outbox import OutboxRelay
+from perlinsos_shared.outbox import OutboxRelay, hold, replay
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.supervisor import Supervisor
 from perlinsos_shared.topics import PARTICIPANTS
@@ -38,47 +42,6 @@ pytestmark = pytest.mark.flow
 SERVICE = "relaytest"
 OUTAGE_S = float(os.environ.get("PERLINSOS_TEST_OUTAGE_S", "20"))
 KEYS = [f"P{i}" for i in range(7)]
-
-
-class CuttableProxy:
-    """A TCP proxy to PostgreSQL that can cut every connection and refuse new ones."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        """Close the listening socket (new connections are refused) and every connection."""
-        assert self._server is not None
-        self._server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        self._writers.clear()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
 
 
 def _via(url: str, port: int) -> str:
@@ -169,8 +132,7 @@ async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
 ) -> None:
     caplog.set_level(logging.INFO, logger="perlinsos.supervisor")
     direct = postgres.admin_url
-    proxy = CuttableProxy(postgres.port)
-    await proxy.open()
+    proxy = await asyncio.to_thread(TcpProxy(postgres.port).start)
     settings = settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap})
     await ensure_topics(settings)
     # the relay reaches PostgreSQL only through the proxy; the command timeout bounds a
@@ -198,13 +160,13 @@ async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
         await received.wait_for(150)
 
         # 1. PostgreSQL unreachable: connections cut, new ones refused, for OUTAGE_S
-        await proxy.cut()
+        await asyncio.to_thread(proxy.cut)
         await _write(direct, 150, 50)  # handlers elsewhere keep committing
         await _until(lambda: supervisor.failing() == ["outbox-relay"], "relay not failing")
         await asyncio.sleep(max(0.0, OUTAGE_S - 1))
         assert len(received.distinct()) == 150
         await _write(direct, 200, 50)
-        await proxy.open()
+        await asyncio.to_thread(proxy.restore)
         await received.wait_for(250)
         await _until(lambda: supervisor.failing() == [], "relay did not recover", timeout=30)
         restarts_after_cut = loop.restarts
@@ -226,8 +188,7 @@ async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
         await received.stop()
         await producer.stop()
         await pool.close()
-        if proxy._server is not None:
-            await proxy.cut()
+        await asyncio.to_thread(proxy.stop)
 
     assert received.distinct() == set(range(350))
     for key, numbers in received.per_key.items():
@@ -245,3 +206,56 @@ async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
     ]
     # one line per outage, not one per retry
     assert failures == ["background loop failed; starting it again with backoff"] * 2
+
+
+async def test_a_rebuilt_broker_gets_older_rows_before_newer_ones(
+    infra_mode: str, database_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    """The broker loses its topics; rows written meanwhile must not reach the new broker
+    ahead of the older rows of the same key: `hold` keeps the relay back until `replay`,
+    which sends everything again oldest first. (Without the hold, this test fails: the
+    rows written while the broker was away arrive first.)"""
+    if infra_mode != "embedded":
+        pytest.skip("needs a broker the test can wipe (the embedded one)")
+    kafka = EmbeddedKafka(tmp_path / "kafka", port=free_port())
+    await asyncio.to_thread(kafka.start)
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": kafka.bootstrap_servers})
+    pool = await create_pool(database_url, SERVICE, max_size=3)
+    await migrate(pool, SERVICE, [SHARED_MIGRATIONS])
+    producer = make_producer(settings, client_id="relaytest")
+    supervisor = Supervisor(SERVICE, backoff_initial_s=0.2, backoff_max_s=2.0)
+    received: Received | None = None
+    try:
+        await ensure_topics(settings)
+        await producer.start()
+
+        async def publish(topic: str, key: str | None, value: bytes, headers: Any) -> Any:
+            return await producer.send(topic, value, key=key.encode() if key else None)
+
+        relay = OutboxRelay(pool, SERVICE, publish, batch_size=20)
+        supervisor.start("outbox-relay", relay.run, on_stop=relay.stop)
+        await _write(database_url, 0, 70)
+        await _until(lambda: relay.published == 70, "first rows not published")
+
+        await asyncio.to_thread(kafka.stop)  # memory storage: it comes back empty
+        await hold(pool, SERVICE)
+        await _write(database_url, 70, 35)  # written while the broker is away
+        await asyncio.to_thread(kafka.start)
+        await ensure_topics(settings)
+        received = Received(kafka.bootstrap_servers)
+        await received.start()
+        await asyncio.sleep(3)
+        assert received.distinct() == set(), "a held relay published"
+
+        assert await replay(pool, SERVICE) == 70
+        await received.wait_for(105)
+    finally:
+        await supervisor.stop()
+        if received is not None:
+            await received.stop()
+        await producer.stop()
+        await pool.close()
+        await asyncio.to_thread(kafka.stop)
+    for key, numbers in received.per_key.items():
+        first_seen = list(dict.fromkeys(numbers))
+        assert first_seen == sorted(first_seen), f"key {key}: newer row ahead of older"

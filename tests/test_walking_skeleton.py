@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import Counter
 
 import pytest
 
@@ -33,9 +35,15 @@ async def test_enrolments_flow_from_intake_to_sms(stack: Stack, settings: Settin
                 r["code"] for r in o.decisions.get(key, {}).get("reasons", [])
             ], (fault, o.rejections.get(key), o.decisions.get(key))
         eligible = [d for k, d in o.decisions.items() if k in keys and d["outcome"] == "eligible"]
-        # one SMS per decision, all handed over to the file sink
-        sms_lines = settings.sms_file.read_text().splitlines()
-        assert len(sms_lines) == len([k for k in o.decisions if k in keys])
+        # one SMS per decision: each decision published once, each delivered once (one
+        # duplicate plus one missing fails here), and one line per message in the file sink
+        decided = {d["decision_id"] for k, d in o.decisions.items() if k in keys}
+        assert {i: o.decision_count[i] for i in decided} == dict.fromkeys(decided, 1)
+        assert {i: o.delivery_count[i] for i in decided} == dict.fromkeys(decided, 1)
+        sent = Counter(
+            json.loads(line)["id"] for line in settings.sms_file.read_text().splitlines()
+        )
+        assert set(sent.values()) == {1} and len(sent) == len(decided)
         # liability: Rp16,800 per eligible participant for this month, in ledger and summary
         period = current_period()
         pool = await create_pool(stack.database_url, "premium", max_size=1)

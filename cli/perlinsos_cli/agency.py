@@ -42,6 +42,10 @@ class Outcomes:
     decisions: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deliveries: dict[str, str] = field(default_factory=dict)  # decision_id -> status
     summaries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Every event counted, none overwritten: a duplicate shows as a count of 2.
+    rejection_count: Counter[tuple[str, str]] = field(default_factory=Counter)
+    decision_count: Counter[str] = field(default_factory=Counter)  # per decision id
+    delivery_count: Counter[str] = field(default_factory=Counter)  # per decision id
     # Kept up to date as events arrive, so waiting on 24,300 keys costs nothing per poll.
     watched: set[tuple[str, str]] = field(default_factory=set)
     settled_keys: set[tuple[str, str]] = field(default_factory=set)
@@ -131,10 +135,12 @@ class Listener:
                 if tp.topic == INTAKE_REJECTED.name:
                     key = (str(data.get("agency")), str(data.get("request_id")))
                     o.rejections[key] = [x["code"] for x in data.get("reasons", [])]
+                    o.rejection_count[key] += 1
                     if key in o.watched:
                         o.settled_keys.add(key)
                 elif tp.topic == DECISIONS.name:
                     key = (data["agency"], data["request_id"])
+                    o.decision_count[data["decision_id"]] += 1
                     # the latest decision counts (a waitlisted person may be promoted later)
                     if data["outcome"] != "exited":
                         o.decisions[key] = data
@@ -142,6 +148,7 @@ class Listener:
                             o.settled_keys.add(key)
                 elif tp.topic == DELIVERIES.name:
                     o.deliveries[data["decision_id"]] = data["status"]
+                    o.delivery_count[data["decision_id"]] += 1
                 elif tp.topic == SUMMARIES.name:
                     k = (data["funding_line"], data["period"])
                     if k not in o.summaries or o.summaries[k]["revision"] < data["revision"]:

@@ -19,14 +19,21 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from functools import cache
 from itertools import accumulate
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import Any, get_args
 
 from faker import Faker
 
+from perlinsos_eligibility.reasons import DecisionCode
+from perlinsos_eligibility.rules import load_rule_book
+from perlinsos_registry import validation as registry_validation
+from perlinsos_registry.agencies import ANY as ANY_OCCUPATION
+from perlinsos_registry.agencies import DEFAULT_MAP as DEFAULT_AGENCY_MAP
+from perlinsos_registry.reasons import IntakeCode
+from perlinsos_shared.clock import today_local
+from perlinsos_shared.events import Occupation
 from perlinsos_shared.wilayah import Kecamatan, batam_kecamatan
 
 __all__ = [
@@ -41,45 +48,74 @@ __all__ = [
     "line_mix",
 ]
 
-JAKARTA = ZoneInfo("Asia/Jakarta")
+# Occupation groups, funding lines, agencies, reason codes and the time zone come from the
+# code that owns them (registry's validation and agency map, eligibility's rule data,
+# the reason-code sets, shared's clock), never re-declared here.
 
-COMMUNITY_ROLES = ("KETUA_RT", "KETUA_RW", "KADER_POSYANDU", "KADER_SIAGA", "KETUA_LPM")
-TRANSPORT = ("OJEK_DARING", "BOAT_PANCUNG", "BECAK")
-FISHERS = ("NELAYAN",)
+
+def _in_order(group: frozenset[Occupation]) -> tuple[str, ...]:
+    return tuple(o.value for o in Occupation if o in group)
+
+
+COMMUNITY_ROLES = _in_order(registry_validation.COMMUNITY_ROLES)
+TRANSPORT = _in_order(registry_validation.TRANSPORT)
+FISHERS = tuple(o for o in _in_order(frozenset(Occupation)) if o not in COMMUNITY_ROLES + TRANSPORT)
 OCCUPATIONS = COMMUNITY_ROLES + TRANSPORT + FISHERS
 
-FUNDING_LINE_BY_OCCUPATION: dict[str, str] = {
-    **{o: "PERWAKO-49-2025" for o in COMMUNITY_ROLES},
-    **{o: "PERWAKO-30-2025" for o in TRANSPORT},
-    "NELAYAN": "PERWAKO-3-2023",
-}
+
+def _funding_lines() -> dict[str, str]:
+    """Occupation -> funding line, as the latest rule set of each line says."""
+    book = load_rule_book()
+    return {
+        o.value: line.value for line in book.lines() for o in book.versions(line)[-1].occupations
+    }
+
+
+FUNDING_LINE_BY_OCCUPATION: dict[str, str] = _funding_lines()
 AGENCY_BY_OCCUPATION: dict[str, str] = {
-    **{o: "KELURAHAN" for o in COMMUNITY_ROLES},
-    **{o: "DISHUB" for o in TRANSPORT},
-    "NELAYAN": "PERIKANAN",
+    occupation: agency
+    for agency, occupations in DEFAULT_AGENCY_MAP.items()
+    if ANY_OCCUPATION not in occupations
+    for occupation in occupations
 }
-DISNAKER = "DISNAKER"
+DISNAKER = next(a for a, occupations in DEFAULT_AGENCY_MAP.items() if ANY_OCCUPATION in occupations)
 DISNAKER_SHARE = 0.10
 
-FAULT_KINDS = (
-    "NIK_INVALID",
-    "BIRTH_DATE_MISMATCH",
-    "SEX_MISMATCH",
-    "PHONE_INVALID",
-    "PHONE_NOT_MOBILE",
-    "ADDRESS_INCOMPLETE",
-    "EVIDENCE_MISSING",
-    "DOMICILE_NOT_BATAM",
-    "ALREADY_BPJS_MEMBER",
-    "AGE_OUT_OF_RANGE",
-    "DUPLICATE_NIK",
+# The faults the generator can put into a submission: every intake and eligibility code
+# but those that need another message, another agency or the state of a line.
+_NOT_INJECTED = frozenset(
+    {
+        "SCHEMA_INVALID",
+        "AGENCY_NOT_ALLOWED",
+        "UNKNOWN_NIK",
+        "EXIT_BEFORE_ENROLMENT",
+        "ALREADY_EXITED",
+        "UNKNOWN_EVENT_TYPE",
+        "SOURCE_UNVERIFIED",
+        "OCCUPATION_NOT_COVERED",
+        "QUOTA_FULL",
+        "OUTSIDE_FUNDING_WINDOW",
+    }
+)
+FAULT_KINDS: tuple[str, ...] = tuple(
+    code for code in (*get_args(IntakeCode), *get_args(DecisionCode)) if code not in _NOT_INJECTED
 )
 
 # The launch cohort: community roles, transport, fishers.
 _LAUNCH_MIX = (
-    (COMMUNITY_ROLES, 12_000, (0.35, 0.08, 0.465, 0.10, 0.005)),
-    (TRANSPORT, 7_600, (0.97, 0.02, 0.01)),
-    (FISHERS, 4_700, (1.0,)),
+    (
+        COMMUNITY_ROLES,
+        12_000,
+        {
+            "KETUA_RT": 0.35,
+            "KETUA_RW": 0.08,
+            "KADER_POSYANDU": 0.465,
+            "KADER_SIAGA": 0.10,
+            "KETUA_LPM": 0.005,
+        },
+    ),
+    (TRANSPORT, 7_600, {"OJEK_DARING": 0.97, "BOAT_PANCUNG": 0.02, "BECAK": 0.01}),
+    (FISHERS, 4_700, {"NELAYAN": 1.0}),
 )
 
 # Share of women per occupation.
@@ -230,7 +266,9 @@ def line_mix(size: int) -> dict[str, int]:
     groups = _apportion(size, [n for _, n, _ in _LAUNCH_MIX])
     mix: dict[str, int] = {}
     for (occupations, _, shares), count in zip(_LAUNCH_MIX, groups, strict=True):
-        for occupation, n in zip(occupations, _apportion(count, shares), strict=True):
+        for occupation, n in zip(
+            occupations, _apportion(count, [shares[o] for o in occupations]), strict=True
+        ):
             mix[occupation] = n
     return mix
 
@@ -518,7 +556,7 @@ class _Generator:
 
 
 def _today() -> date:
-    return datetime.now(JAKARTA).date()
+    return today_local()
 
 
 def generate_cohort(

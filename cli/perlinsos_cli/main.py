@@ -8,14 +8,19 @@ import signal
 import sys
 import threading
 import time
+from importlib.metadata import version
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer's own click
 
+from perlinsos_cli.bpjs.commands import app as bpjs_app
+from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.stack import Stack, StackEvent
-from perlinsos_cli.trace import app as trace_app
+from perlinsos_cli.trace import show as trace_command
 from perlinsos_eligibility.cli import app as eligibility_app
 from perlinsos_notify.cli import app as notify_app
 from perlinsos_premium.cli import app as premium_app
@@ -23,12 +28,23 @@ from perlinsos_premium.cli import finance_app
 from perlinsos_registry.cli import app as registry_app
 from perlinsos_registry.cli import intake_app
 from perlinsos_shared.gc_tuning import tune_gc
+from perlinsos_shared.operator import (
+    BAD_ARGUMENTS,
+    BROKER_HINT,
+    CONNECTION_LOST,
+    DATABASE_HINT,
+    fail,
+    reason,
+)
 from perlinsos_shared.settings import get_settings, remove_stack_file, write_stack_file
 
 app = typer.Typer(
     help="perlinsos: Batam's social-protection programme for vulnerable workers.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    # Docstrings are wrapped at 100 columns in the code; markdown joins their lines again
+    # so help reads as whole sentences at any terminal width.
+    rich_markup_mode="markdown",
 )
 app.add_typer(registry_app, name="registry")
 app.add_typer(eligibility_app, name="eligibility")
@@ -36,15 +52,31 @@ app.add_typer(premium_app, name="premium")
 app.add_typer(notify_app, name="notify")
 app.add_typer(intake_app, name="intake")
 app.add_typer(finance_app, name="finance")
-app.add_typer(trace_app, name="trace")
+app.add_typer(bpjs_app, name="bpjs")
+app.command("trace", context_settings={"allow_interspersed_args": True})(trace_command)
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(dlq_app, name="dlq")
 
 # Piped or in CI logs Rich would assume 80 columns and cut the report's table.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"perlinsos {version('perlinsos-cli')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _show_version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the version of perlinsos and exit.",
+    ),
+) -> None:
     """perlinsos: Batam's social-protection programme for vulnerable workers."""
     from perlinsos_cli.trace import setup_cli_tracing
 
@@ -104,7 +136,9 @@ def _start(stack: Stack) -> None:
     t0 = time.monotonic()
     with console.status("starting broker, PostgreSQL and the four services..."):
         stack.start()
-    write_stack_file(stack.settings, stack.bootstrap_servers, stack.database_url)
+    write_stack_file(
+        stack.settings, stack.bootstrap_servers, stack.logins.reader, stack.logins.services
+    )
     console.print(f"[green]ready in {time.monotonic() - t0:.1f}s[/green]")
     _print_stack(stack)
     # From here on a service, the broker or PostgreSQL that exits is started again.
@@ -114,13 +148,15 @@ def _start(stack: Stack) -> None:
 
 @app.command()
 def up(
-    kafka_port: int = typer.Option(9092, help="embedded broker port"),
-    pg_port: int = typer.Option(5433, help="embedded PostgreSQL port"),
-    http_port: int = typer.Option(8081, help="first of four health/metrics ports"),
+    kafka_port: int = typer.Option(9092, help="The embedded broker's port."),
+    pg_port: int = typer.Option(5433, help="The embedded PostgreSQL's port."),
+    http_port: int = typer.Option(
+        8081, help="The first of four ports for the services' health and metrics."
+    ),
 ) -> None:
     """Start broker, PostgreSQL and the four services and keep them running (each restarted
     with backoff if it exits; an empty broker refilled from the outboxes) until Ctrl-C or
-    SIGTERM. Restarts are printed and logged in <state>/logs/supervisor.log."""
+    SIGTERM. Restarts are printed and logged in logs/supervisor.log in the state directory."""
     stop = _install_signal_handlers()
     stack = Stack(get_settings(), kafka_port=kafka_port, pg_port=pg_port, http_port_base=http_port)
     try:
@@ -137,16 +173,20 @@ def up(
 
 @app.command()
 def cohort(
-    size: int = typer.Option(24_300, help="people in the synthetic cohort"),
-    seed: int = typer.Option(2025, help="random seed of the cohort"),
-    fault_rate: float = typer.Option(0.03, help="share of submissions with a deliberate fault"),
-    fresh: bool = typer.Option(
-        True, help="embedded stack only: start from an empty state directory"
+    size: int = typer.Option(24_300, help="How many people the synthetic cohort has."),
+    seed: int = typer.Option(2025, help="The random seed of the cohort."),
+    fault_rate: float = typer.Option(
+        0.03, help="The share of submissions with a deliberate fault."
     ),
-    kafka_port: int = typer.Option(9092),
-    pg_port: int = typer.Option(5433),
-    http_port: int = typer.Option(8081),
-    timeout: float = typer.Option(600, help="seconds to wait for every outcome"),
+    fresh: bool = typer.Option(
+        True, help="Start from an empty state directory (embedded stack only)."
+    ),
+    kafka_port: int = typer.Option(9092, help="The embedded broker's port."),
+    pg_port: int = typer.Option(5433, help="The embedded PostgreSQL's port."),
+    http_port: int = typer.Option(
+        8081, help="The first of four ports for the services' health and metrics."
+    ),
+    timeout: float = typer.Option(600, help="Seconds to wait for every outcome."),
 ) -> None:
     """The main job: start the stack, run the synthetic cohort through it, report, stop."""
     import asyncio
@@ -165,7 +205,7 @@ def cohort(
             subs = generate(size, seed, fault_rate)
         tune_gc()
         report = asyncio.run(
-            run_cohort(stack.bootstrap_servers, stack.database_url, subs, console, timeout=timeout)
+            run_cohort(stack.bootstrap_servers, stack.logins.reader, subs, console, timeout=timeout)
         )
         print_report(report, console)
         if stop.is_set():
@@ -177,9 +217,29 @@ def cohort(
         console.print("stopped")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The `perlinsos` command. Every failure is one line on stderr: bad arguments exit 2
+    (with the accepted values), a database or broker out of reach exits 1."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app()
+    try:
+        status = app(args=argv, prog_name="perlinsos", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        raise SystemExit(BAD_ARGUMENTS) from None
+    except UsageError as exc:
+        where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx else ""
+        message = exc.format_message().replace("Value error, ", "").rstrip(".")
+        fail(f"{message}{where}", BAD_ARGUMENTS)
+    except typer.Abort:
+        fail("aborted", 130)
+    except asyncpg.UndefinedTableError as exc:
+        fail(f"the database has no such table yet ({reason(exc)}): start the services "
+             f"against it once (they create their tables), or point DATABASE_URL elsewhere")  # fmt: skip
+    except CONNECTION_LOST as exc:
+        # An operator command that lost the database or broker after reaching it.
+        fail(f"the connection to the database or broker broke ({reason(exc)}); "
+             f"{DATABASE_HINT}; {BROKER_HINT}")  # fmt: skip
+    raise SystemExit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

@@ -15,34 +15,28 @@ exit before its enrolment); `replay` lifts the hold.
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from perlinsos_shared.db import create_pool
+from perlinsos_shared.operator import database_url, open_operator_pool, writer_url
 from perlinsos_shared.outbox import held as outbox_held
 from perlinsos_shared.outbox import hold as hold_outbox
 from perlinsos_shared.outbox import replay as replay_outbox
-from perlinsos_shared.settings import resolved_settings
 
 SERVICES = ("registry", "eligibility", "premium", "notify")
+Service = StrEnum("Service", {name: name for name in SERVICES})  # type: ignore[misc]
 
 app = typer.Typer(help="Each service's transactional outbox.", no_args_is_help=True)
 console = Console()
 
 
-def _database_url() -> str:
-    url = resolved_settings().database_url
-    if not url:
-        raise typer.BadParameter("DATABASE_URL is not set and no `perlinsos up` is running")
-    return url
-
-
 async def _status(url: str) -> list[tuple[str, int, int, str, bool]]:
     out = []
     for service in SERVICES:
-        pool = await create_pool(url, service, max_size=1)
+        pool = await open_operator_pool(service, url, size=1)
         try:
             row = await pool.fetchrow(
                 "SELECT count(*) AS total, count(*) FILTER (WHERE published_at IS NULL)"
@@ -56,11 +50,14 @@ async def _status(url: str) -> list[tuple[str, int, int, str, bool]]:
     return out
 
 
-async def replay_all(url: str, services: tuple[str, ...] = SERVICES) -> dict[str, int]:
-    """Mark every published outbox row of these services unpublished again."""
+async def replay_all(
+    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Mark every published outbox row of these services unpublished again (`urls`: each
+    service's own login, when `url` is the operators' read-only one)."""
     counts = {}
     for service in services:
-        pool = await create_pool(url, service, max_size=1)
+        pool = await open_operator_pool(service, (urls or {}).get(service, url), size=1)
         try:
             counts[service] = await replay_outbox(pool, service)
         finally:
@@ -68,11 +65,13 @@ async def replay_all(url: str, services: tuple[str, ...] = SERVICES) -> dict[str
     return counts
 
 
-async def hold_all(url: str, services: tuple[str, ...] = SERVICES) -> None:
+async def hold_all(
+    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
+) -> None:
     """Stop these services' relays from publishing (until `replay_all`); returns once no
     relay batch is in flight."""
     for service in services:
-        pool = await create_pool(url, service, max_size=1)
+        pool = await open_operator_pool(service, (urls or {}).get(service, url), size=1)
         try:
             await hold_outbox(pool, service)
         finally:
@@ -85,7 +84,7 @@ def status() -> None:
     table = Table(title="outboxes")
     for col in ("service", "events", "not yet published", "newest", "relay"):
         table.add_column(col)
-    for service, total, pending, newest, is_held in asyncio.run(_status(_database_url())):
+    for service, total, pending, newest, is_held in asyncio.run(_status(database_url())):
         relay = "held (until replay)" if is_held else "publishing"
         table.add_row(service, f"{total:,}", f"{pending:,}", newest, relay)
     console.print(table)
@@ -93,31 +92,34 @@ def status() -> None:
 
 @app.command()
 def replay(
-    service: list[str] = typer.Option(
-        list(SERVICES), "--service", "-s", help="only these services (repeatable)"
+    service: list[Service] = typer.Option(
+        list(Service), "--service", "-s", help="Only these services (repeat the option)."
     ),
 ) -> None:
     """Publish every event again from the outboxes (after the broker lost its topics)."""
-    counts = asyncio.run(replay_all(_database_url(), _known(service)))
+    chosen = _known(service)
+    counts = asyncio.run(replay_all(database_url(), chosen, _writers(chosen)))
     for name, n in counts.items():
         console.print(f"{name}: {n:,} events queued for publication again")
 
 
 @app.command()
 def hold(
-    service: list[str] = typer.Option(
-        list(SERVICES), "--service", "-s", help="only these services (repeatable)"
+    service: list[Service] = typer.Option(
+        list(Service), "--service", "-s", help="Only these services (repeat the option)."
     ),
 ) -> None:
-    """Stop the relays publishing (before rebuilding a broker that lost its topics);
-    `replay` lets them go on, oldest event first."""
-    asyncio.run(hold_all(_database_url(), _known(service)))
-    for name in service:
+    """Stop the relays publishing until `replay` (while a broker is rebuilt)."""
+    chosen = _known(service)
+    asyncio.run(hold_all(database_url(), chosen, _writers(chosen)))
+    for name in _known(service):
         console.print(f"{name}: relay held until `perlinsos outbox replay`")
 
 
-def _known(service: list[str]) -> tuple[str, ...]:
-    unknown = set(service) - set(SERVICES)
-    if unknown:
-        raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
-    return tuple(service)
+def _writers(services: tuple[str, ...]) -> dict[str, str]:
+    """Each service's own login: replay and hold change its outbox (status only reads)."""
+    return {s: writer_url(s) for s in services}
+
+
+def _known(service: list[Service]) -> tuple[str, ...]:
+    return tuple(str(s) for s in service)

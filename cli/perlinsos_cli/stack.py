@@ -39,10 +39,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import unquote, urlsplit
 
+from perlinsos_cli.provisioning import (
+    Logins,
+    provision_agency_keys,
+    provision_agency_topics,
+    provision_logins,
+)
 from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
+from perlinsos_shared.db_roles import login_url
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.settings import Settings, settings_env
+from perlinsos_shared.signing import KEYS_ENV
 
 SERVICES = ("registry", "eligibility", "premium", "notify")
 
@@ -141,6 +150,8 @@ class Stack:
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
     _broker_state: _Component = field(default_factory=_Component, repr=False)
     _postgres_state: _Component = field(default_factory=_Component, repr=False)
+    _logins: Logins | None = field(default=None, init=False, repr=False)
+    _agency_keys: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -160,6 +171,34 @@ class Stack:
         assert self.postgres is not None
         return self.postgres.admin_url
 
+    @property
+    def logins(self) -> Logins:
+        """Each service's own database login and the operators' read-only one, made once
+        with the privileged `database_url` (which no service is ever given)."""
+        if self._logins is None:
+            self._logins = provision_logins(self.database_url, self.state_dir)
+        return self._logins
+
+    def service_login(self, name: str) -> str:
+        """DATABASE_URL of one service process: its own login (through the fault suite's
+        proxy when there is one)."""
+        own = self.logins.services[name]
+        if self.service_database_url is None:
+            return own
+        parts = urlsplit(own)
+        return login_url(
+            self.service_database_url, unquote(parts.username or ""), unquote(parts.password or "")
+        )
+
+    @property
+    def agency_keys(self) -> Path:
+        """The registered agency public keys registry checks intake against (made once;
+        `PERLINSOS_AGENCY_KEYS` names a real file instead)."""
+        if self._agency_keys is None:
+            given = os.environ.get(KEYS_ENV)
+            self._agency_keys = Path(given) if given else provision_agency_keys(self.state_dir)
+        return self._agency_keys
+
     def service_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(settings_env(self.settings))
@@ -168,6 +207,7 @@ class Stack:
             DATABASE_URL=self.service_database_url or self.database_url,
             PERLINSOS_STATE_DIR=str(self.state_dir.resolve()),
         )
+        env[KEYS_ENV] = str(self.agency_keys)
         return env
 
     def start_infrastructure(self) -> None:
@@ -201,6 +241,7 @@ class Stack:
             update={"kafka_bootstrap_servers": self.bootstrap_servers}
         )
         asyncio.run(ensure_topics(topic_settings))
+        provision_agency_topics(topic_settings)
 
     def start_services(
         self,
@@ -218,7 +259,11 @@ class Stack:
                 port = self._next_port(name)
                 instance = sum(1 for s in self.services if s.name == name)
                 log_path = logs / (f"{name}.log" if instance == 0 else f"{name}-{instance}.log")
-                svc_env = {**env, "PERLINSOS_METRICS_PORT": str(port)}
+                svc_env = {
+                    **env,
+                    "PERLINSOS_METRICS_PORT": str(port),
+                    "DATABASE_URL": self.service_login(name),
+                }
                 log_file = log_path.open("ab")
                 proc = _spawn_service(name, svc_env, log_file)
                 svc = ServiceProcess(name, port, proc, log_path, log_file, env=svc_env)

@@ -20,14 +20,8 @@ from opentelemetry import trace
 from rich.console import Console
 from rich.tree import Tree
 
+from perlinsos_shared.operator import fail
 from perlinsos_shared.settings import Settings, get_settings
-
-app = typer.Typer(
-    help="Follow one enrolment through every service.",
-    invoke_without_command=True,
-    no_args_is_help=True,
-    context_settings={"allow_interspersed_args": True},  # `trace ID --db` as well
-)
 
 SEARCHED_ATTRIBUTES = (
     "perlinsos.request_id",
@@ -208,30 +202,33 @@ def _is_db(span: dict[str, Any]) -> bool:
     return "db.system" in attrs or "db.system.name" in attrs
 
 
-@app.callback()
 def show(
     ident: str = typer.Argument(
-        ..., help="request id, participant id, decision id, event id or trace id"
+        ...,
+        metavar="ID",
+        help="A request id, participant id, decision id, event id or trace id.",
     ),
     with_db: bool = typer.Option(
-        False, "--db", help="also show the batch each message was applied in, with its SQL"
+        False, "--db", help="Also show the batch each message was applied in, with its SQL."
     ),
-    max_traces: int = typer.Option(5, help="at most this many traces (a person may have several)"),
+    max_traces: int = typer.Option(
+        5, min=1, help="Show at most this many traces (one person may have several)."
+    ),
 ) -> None:
     """Print every trace that touches ID as a tree: service, operation, topic, timing, status."""
     settings = get_settings()
     console = Console()
     files = trace_files(settings.state_dir)
     if not files:
-        console.print(
-            f"no trace store under {settings.state_dir / 'traces'} "
-            "(spans go to the OTLP collector when OTEL_EXPORTER_OTLP_ENDPOINT is set)"
+        fail(
+            f"no trace store under {settings.state_dir / 'traces'}: set PERLINSOS_STATE_DIR to "
+            "the stack's state directory (with OTEL_EXPORTER_OTLP_ENDPOINT set, spans go to "
+            "the collector instead: use its trace UI)",
+            1,
         )
-        raise typer.Exit(1)
     trace_ids = find_trace_ids(files, ident)
     if not trace_ids:
-        console.print(f"no span mentions {ident!r}")
-        raise typer.Exit(1)
+        fail(f"no span mentions {ident!r}", 1)
     spans = load_spans(files, set(trace_ids[:max_traces]))
     batches: dict[str, SpanNode] = {}
     if with_db:

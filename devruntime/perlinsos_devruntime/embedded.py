@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -123,6 +123,15 @@ def port_is_listening(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def _removed(path: Path) -> Iterator[Path]:
+    """Remove `path` on leaving the block (a password file handed to initdb)."""
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -486,9 +495,20 @@ class EmbeddedPostgres:
     )
 
     @property
+    def superuser_password(self) -> str:
+        """The ``postgres`` password, made on first use (``<state>/secrets``, owner-only).
+
+        Connections over TCP need a password (SCRAM); only the server's own Unix socket,
+        in a directory only its owner can enter, is trusted.
+        """
+        from perlinsos_devruntime.credentials import state_secret
+
+        return state_secret(self.state_dir, "postgres-superuser")
+
+    @property
     def admin_url(self) -> str:
-        """Superuser DSN for the ``perlinsos`` database."""
-        return f"postgresql://postgres@{HOST}:{self.port}/{DATABASE}"
+        """Superuser DSN for the ``perlinsos`` database: for set-up, never for a service."""
+        return f"postgresql://postgres:{self.superuser_password}@{HOST}:{self.port}/{DATABASE}"
 
     @property
     def pid(self) -> int | None:
@@ -574,18 +594,25 @@ class EmbeddedPostgres:
                 f"{data} has no PG_VERSION but is not empty (interrupted initdb?); "
                 "remove it to re-initialise"
             )
+        fd, pwfile = tempfile.mkstemp(prefix="pg-pw-")
+        with os.fdopen(fd, "w") as f:
+            f.write(self.superuser_password + "\n")
+        if run_as is not None:
+            os.chown(pwfile, run_as[1], run_as[2])
         args = [
             _pg_bin("initdb"),
             "-D",
             str(data),
-            "--auth=trust",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
             "-U",
             "postgres",
             "--encoding=UTF8",
             "--locale=C",
         ]
         logger.info("initialising PostgreSQL data directory %s", data)
-        with _open_log(self.log_path, " ".join(args)) as log:
+        with _open_log(self.log_path, " ".join(args)) as log, _removed(Path(pwfile)):
             result = subprocess.run(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -706,7 +733,9 @@ class EmbeddedPostgres:
         import asyncpg
 
         conn = await asyncpg.connect(
-            f"postgresql://postgres@{HOST}:{self.port}/postgres", timeout=3
+            f"postgresql://postgres@{HOST}:{self.port}/postgres",
+            password=self.superuser_password,
+            timeout=3,
         )
         try:
             exists = await conn.fetchval("select 1 from pg_database where datname = $1", DATABASE)

@@ -143,7 +143,11 @@ def _storable(text: str, limit: int) -> str:
     return text.replace("\x00", "\ufffd")[:limit]
 
 
-def dead_letter(outbox: Outbox, topic: Topic, record: Record, error: str) -> None:
+def dead_letter(
+    outbox: Outbox, topic: Topic, record: Record, error: str, consumer: str | None = None
+) -> None:
+    """`record` to `topic`'s `.dlq` twin with why and where from (`consumer`: the service
+    that gave up on it, which `perlinsos dlq redrive` hands it back to)."""
     headers = {
         _storable(k, 256): _storable(v, 4096)
         for k, v in list(record_headers(record).items())[:DLQ_MAX_HEADERS]
@@ -162,6 +166,8 @@ def dead_letter(outbox: Outbox, topic: Topic, record: Record, error: str) -> Non
             "x-dlq-failed-at": str(int(time.time())),
         }
     )
+    if consumer is not None:
+        headers["x-dlq-consumer"] = consumer
     key = _storable(record.key.decode(errors="replace"), 1024) if record.key is not None else None
     outbox.add_raw(topic.dlq, key, value, headers)
 
@@ -325,7 +331,7 @@ class BatchConsumer:
         async with pool.acquire() as conn, conn.transaction():
             outbox = Outbox()
             for record, error in bad:
-                dead_letter(outbox, self.topic, record, error)
+                dead_letter(outbox, self.topic, record, error, self.service)
                 if self._on_undecodable:
                     self._on_undecodable(record, error, outbox)
             fresh_keys = await inbox.claim(conn, self.topic.name, [m.event_key for m in good])
@@ -447,12 +453,14 @@ class BatchConsumer:
             pool = self._pool_getter()
             async with pool.acquire() as conn, conn.transaction():
                 outbox = Outbox()
-                dead_letter(outbox, self.topic, record, error)
+                dead_letter(outbox, self.topic, record, error, self.service)
                 await outbox.flush(conn)
                 if event_key is not None:
                     try:
                         async with conn.transaction():  # a savepoint
-                            await inbox.claim(conn, self.topic.name, [event_key])
+                            await inbox.claim(
+                                conn, self.topic.name, [event_key], dead_lettered=True
+                            )
                     except asyncpg.PostgresError as exc:
                         if is_transient(exc):
                             raise

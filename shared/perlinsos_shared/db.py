@@ -1,8 +1,10 @@
 """PostgreSQL: one schema and one role per service, forward-only migrations at start.
 
-A service connects with `DATABASE_URL`; each pooled connection then works as the
-service's own role (`perlinsos_<service>`) with its schema as the search path, so it
-can reach nothing else. Migrations are the `.sql` files of the service's package,
+A running service connects with `DATABASE_URL` logging in as its own role
+(`perlinsos_<service>`, made at set-up by `perlinsos_shared.db_roles`): it owns its schema
+and can reach nothing else, and it refuses a privileged login (`refuse_privileged_login`).
+A privileged URL (tests, set-up) instead makes the service's schema and role and works
+as that role, so whatever it creates belongs to the service. Migrations are the `.sql` files of the service's package,
 applied in name order, each once, under an advisory lock (several instances may start
 together).
 """
@@ -15,6 +17,9 @@ from importlib import resources
 
 import asyncpg
 import orjson
+
+from perlinsos_shared.db_roles import is_privileged
+from perlinsos_shared.sql import json_text
 
 log = logging.getLogger("perlinsos.db")
 
@@ -30,6 +35,8 @@ async def _bootstrap(url: str, service: str) -> bool:
     role = role_name(service)
     conn = await asyncpg.connect(url)
     try:
+        if not await is_privileged(conn):
+            return False  # a service's own login (or the reader): nothing to set up
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('perlinsos-bootstrap'))")
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
@@ -47,14 +54,10 @@ async def _bootstrap(url: str, service: str) -> bool:
         await conn.close()
 
 
-def _json_text(value: object) -> str:
-    return orjson.dumps(value).decode()
-
-
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("jsonb", "json"):
         await conn.set_type_codec(
-            name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
+            name, encoder=json_text, decoder=orjson.loads, schema="pg_catalog"
         )
 
 
@@ -80,6 +83,20 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+async def refuse_privileged_login(url: str, service: str) -> None:
+    """A running service must not hold a login that reaches beyond its own schema."""
+    conn = await asyncpg.connect(url)
+    try:
+        privileged = await is_privileged(conn)
+    finally:
+        await conn.close()
+    if privileged:
+        raise RuntimeError(
+            f"DATABASE_URL logs in as a privileged role; {service} must log in as its own"
+            f" role {role_name(service)} (made at set-up: see docs/SECURITY.md)"
+        )
 
 
 def _migration_files(package: str) -> list[tuple[str, str]]:

@@ -224,12 +224,42 @@ class LineArrears(BaseModel):
         default_factory=list, description="this line's months unpaid after their due date"
     )
     lapse_risk: bool = Field(
-        default=False, description="a month of this line is two or more months overdue"
+        default=False,
+        description="a due date of this line was missed: participants may lose their cover",
+    )
+    months_unpaid: int = Field(default=0, description="months of this line unpaid past due")
+    people_at_risk: int = Field(
+        default=0, description="participants billed in this line's unpaid, past-due months"
+    )
+    lapses_on: date | None = Field(
+        default=None,
+        description="the day participation lapses if nothing more is paid (BPU: the third "
+        "consecutive missed due date, counted from the earliest unpaid month)",
     )
 
 
-class PremiumSummaryWithArrears(PremiumSummary, LineArrears):
-    """`perlinsos.premium.summary.v1` as premium publishes it: the contract plus arrears."""
+class LinePlaces(BaseModel):
+    """Funded places against people billed (extra, optional fields beside a summary).
+
+    When a line's quota falls at a year change, holders keep their cover until they exit;
+    these say how many are above the places the year's budget pays for, and their cost.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    places_funded: int | None = Field(
+        default=None, description="places the fiscal year's allocation pays for (its quota)"
+    )
+    above_quota: int = Field(
+        default=0, description="participants billed beyond places_funded in this period"
+    )
+    above_quota_idr: int = Field(
+        default=0, description="what the participants above the quota cost in this period"
+    )
+
+
+class PremiumSummaryWithArrears(PremiumSummary, LineArrears, LinePlaces):
+    """`perlinsos.premium.summary.v1` as premium publishes it: the contract plus arrears
+    and places above the quota."""
 
 
 # --- premium.payments.v1 (finance -> premium) ------------------------------------------
@@ -263,8 +293,57 @@ class SmsDelivery(Contract):
     segments: int | None = None
     attempts: int = 1
     error: str | None = None
-    # A stable upper-case reason for failed / undeliverable (e.g. NOMOR_BUKAN_SELULER).
+    # A stable upper-case reason for failed / undeliverable (e.g. PHONE_NOT_MOBILE).
     code: str | None = None
+
+
+# --- bpjs.memberships.v1 (finance -> registry) ----------------------------------------
+
+BpjsAnswer = Literal["KPJ_ASSIGNED", "ALREADY_BPJS_MEMBER", "REFUSED"]
+
+
+class BpjsMembershipAnswered(Contract):
+    """One row of BPJS Ketenagakerjaan's answer to a collective registration."""
+
+    event_type: ClassVar[str] = "perlinsos.bpjs.membership-answered.v1"
+    import_id: str = Field(description="the answer file (sha256 of its bytes)")
+    row: int = Field(ge=1, description="the row in the answer file")
+    nik: str = Field(pattern=r"^\d{16}$")
+    answer: BpjsAnswer
+    kpj: str | None = Field(default=None, pattern=r"^\d{11}$", description="membership number")
+    cover_start: date | None = Field(default=None, description="BPJS's cover start")
+    refusal: str | None = Field(default=None, max_length=200, description="BPJS's words")
+
+
+class ParticipantBpjsAnswered(Contract):
+    """Registry stored BPJS's answer for a participant (on `registry.participants.v1`)."""
+
+    event_type: ClassVar[str] = "perlinsos.participant.bpjs-answered.v1"
+    participant_id: str
+    answer: BpjsAnswer
+    kpj: str | None = None
+    cover_start: date | None = None
+    refusal: str | None = None
+    import_id: str
+    row: int
+
+
+# --- premium.reconciliations.v1 (finance -> finance, operators) -----------------------
+
+
+class InvoiceReconciled(Contract):
+    """BPJS's bill for one funding line and month against premium's ledger: counts and
+    amounts, no person."""
+
+    event_type: ClassVar[str] = "perlinsos.premium.invoice-reconciled.v1"
+    funding_line: FundingLine
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="contribution month")
+    invoice_id: str = Field(description="the bill file (sha256 of its bytes)")
+    rows: int = Field(ge=0)
+    billed_idr: int = Field(description="what BPJS bills, rows that could be read")
+    owed_idr: int = Field(description="what premium's ledger owes for the line and month")
+    difference_idr: int = Field(description="billed_idr - owed_idr")
+    counts: dict[str, int] = Field(description="findings by code (MATCHED, BILLED_NOT_COVERED ...)")
 
 
 ALL_EVENTS: tuple[type[Contract], ...] = (
@@ -277,4 +356,7 @@ ALL_EVENTS: tuple[type[Contract], ...] = (
     PremiumSummary,
     SmsDelivery,
     PaymentRecorded,
+    BpjsMembershipAnswered,
+    ParticipantBpjsAnswered,
+    InvoiceReconciled,
 )

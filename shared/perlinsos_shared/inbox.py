@@ -14,17 +14,26 @@ import asyncpg
 EventKey = tuple[str, str]  # (source, id)
 
 
-async def claim(conn: asyncpg.Connection, topic: str, events: Sequence[EventKey]) -> set[EventKey]:
-    """Record these events; return those never seen before (the ones to apply)."""
+async def claim(
+    conn: asyncpg.Connection,
+    topic: str,
+    events: Sequence[EventKey],
+    *,
+    dead_lettered: bool = False,
+) -> set[EventKey]:
+    """Record these events; return those never seen before (the ones to apply).
+    `dead_lettered`: recorded with their dead letter, not applied (`perlinsos dlq redrive`)."""
     if not events:
         return set()
     rows = await conn.fetch(
-        "INSERT INTO inbox (source, event_id, topic)"
-        " SELECT DISTINCT e.source, e.id, $3 FROM unnest($1::text[], $2::text[]) AS e(source, id)"
+        "INSERT INTO inbox (source, event_id, topic, dead_lettered)"
+        " SELECT DISTINCT e.source, e.id, $3, $4::boolean"
+        " FROM unnest($1::text[], $2::text[]) AS e(source, id)"
         " WHERE NOT EXISTS (SELECT 1 FROM inbox l WHERE l.source = '' AND l.event_id = e.id)"
         " ON CONFLICT DO NOTHING RETURNING source, event_id",
         [source for source, _ in events],
         [event_id for _, event_id in events],
         topic,
+        dead_lettered,
     )
     return {(r["source"], r["event_id"]) for r in rows}

@@ -1,14 +1,16 @@
 """Publishing to `registry.intake.v1` as an upstream agency system does.
 
 The public intake contract, from the sending side: a structured-mode CloudEvent
-`perlinsos.enrolment.submitted.v1` keyed by NIK, with W3C trace context in the headers
-(each submission starts its own trace). Used by the cohort run and the CSV import.
+`perlinsos.enrolment.submitted.v1` keyed by NIK, signed with the agency's own key
+(`perlinsos-signature`, see `signing.py`), with W3C trace context in the headers (each
+submission starts its own trace). Used by the cohort run and the CSV import.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.envelope import CONTENT_TYPE
 from perlinsos_shared.events import EnrolmentSubmitted
+from perlinsos_shared.signing import HEADER, AgencyKey, default_keys_dir, signing_key
 from perlinsos_shared.topics import INTAKE
 
 tracer = trace.get_tracer("perlinsos.agency")
@@ -44,11 +47,18 @@ async def publish_submissions(
     items: Iterable[tuple[str, str, dict[str, Any]]],
     on_sent: Callable[[int], None] | None = None,
     flush_every: int = 2000,
+    keys_dir: Path | None = None,
 ) -> int:
-    """Publish (agency, key, data) submissions in order; returns how many were sent."""
+    """Publish (agency, key, data) submissions in order, each signed with its agency's
+    key from `keys_dir` (default: the stack's); returns how many were sent."""
     sent = 0
     pending = []
+    signers: dict[str, AgencyKey] = {}
+    folder = keys_dir or default_keys_dir()
     for agency, key, data in items:
+        signer = signers.get(agency)
+        if signer is None:
+            signer = signers[agency] = signing_key(folder, agency)
         with tracer.start_as_current_span(
             f"{INTAKE.name} publish",
             kind=SpanKind.PRODUCER,
@@ -61,12 +71,12 @@ async def publish_submissions(
         ):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
+            value = submission_event(agency, data)
             headers = [("content-type", CONTENT_TYPE.encode())]
             headers += [(k, v.encode()) for k, v in carrier.items()]
+            headers.append((HEADER, signer.sign(value).encode()))
             pending.append(
-                await producer.send(
-                    INTAKE.name, submission_event(agency, data), key=key.encode(), headers=headers
-                )
+                await producer.send(INTAKE.name, value, key=key.encode(), headers=headers)
             )
         sent += 1
         if len(pending) >= flush_every:

@@ -132,7 +132,7 @@ class OutboxRelay:
                     if sent == 0:
                         await self._sleep(0.05)
             finally:
-                if held and not conn.is_closed():
+                if held:  # on a lost connection the lock went with it; nothing to undo
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(
                             conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock), 5

@@ -28,13 +28,14 @@ from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 
 from perlinsos_shared.consumer import BatchConsumer, Handler, UndecodableHook
-from perlinsos_shared.db import open_service_db
+from perlinsos_shared.db import open_service_db, refuse_privileged_login
 from perlinsos_shared.gc_tuning import tune_gc
 from perlinsos_shared.health import HealthServer, Readiness
 from perlinsos_shared.kafka import make_broker, make_producer
 from perlinsos_shared.logs import setup_logging
 from perlinsos_shared.metrics import platform, setup_metrics
 from perlinsos_shared.outbox import OutboxRelay
+from perlinsos_shared.retention import prune_forever
 from perlinsos_shared.settings import Settings, get_settings
 from perlinsos_shared.supervisor import LoopFn, Supervisor
 from perlinsos_shared.telemetry import instrument_clients, setup_tracing
@@ -197,6 +198,7 @@ class ServiceRuntime:
     async def _on_startup(self) -> None:
         if not self.settings.database_url:
             raise RuntimeError("DATABASE_URL is not set: start with `perlinsos up` or set it")
+        await refuse_privileged_login(self.settings.database_url, self.name)
         self._pool = await open_service_db(
             self.settings.database_url, self.name, pool_size=self.settings.db_pool_size
         )
@@ -215,6 +217,7 @@ class ServiceRuntime:
         for name, fn in self._background:
             self.supervisor.start(name, fn)
         self.supervisor.start("metrics-sampler", self._sample_loop)
+        self.supervisor.start("retention", self._retention_loop)
         for consumer in self.consumers:
             consumer.note_poll()
         await self.health.start()
@@ -231,6 +234,10 @@ class ServiceRuntime:
             await self._pool.close()
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+
+    async def _retention_loop(self) -> None:
+        """Old published outbox rows and inbox ids deleted (retention.py)."""
+        await prune_forever(self.pool, self.settings.retention_days)
 
     async def _sample_loop(self) -> None:
         """Outbox backlog and age, and lag of partitions with no new batch, for /metrics.

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     database_url: str | None = None
     state_dir: Path = Field(default=Path(".perlinsos"), alias="PERLINSOS_STATE_DIR")
+    # registry: the file of agencies' registered public keys (perlinsos_shared.signing)
+    agency_keys: Path | None = Field(default=None, alias="PERLINSOS_AGENCY_KEYS")
 
     # Consumer tuning: batches keep round trips off the hot path.
     consumer_max_records: int = Field(default=2000, alias="PERLINSOS_CONSUMER_MAX_RECORDS")
@@ -64,7 +66,12 @@ class Settings(BaseSettings):
     sms_sender_id: str = "PERLINSOS"
     sms_help_line: str = "0778-123456"
     sms_rate_limit_per_s: float = 0.0  # 0 = no limit
-    sms_max_attempts: int = 6
+    # Retryable provider failures (429, 5xx, no connection) are retried with capped backoff
+    # for this long from the first try; then the message is `failed` (24 hours).
+    sms_retry_horizon_s: float = 86400.0
+    # An ambiguous send the provider's message list can neither confirm nor deny for this
+    # long is surfaced (metric, `perlinsos notify failures`) for an operator (15 minutes).
+    sms_unconfirmed_alert_s: float = 900.0
     sms_timeout_s: float = 10.0
     twilio_api_base: str = "https://api.twilio.com"
     twilio_account_sid: str | None = None
@@ -76,13 +83,28 @@ class Settings(BaseSettings):
     sms_concurrency: int = 32  # provider requests in flight per notify instance
     sms_backoff_base_s: float = 1.0  # first retry delay; doubles per attempt, with jitter
     sms_backoff_max_s: float = 300.0
-    sms_claim_lease_s: float = 60.0  # a 'sending' claim older than this is reconciled
+    # A message handed to the provider and not recorded this long after is reconciled by
+    # any instance (the lease counts from the hand-over; a queued claim never expires
+    # while its instance lives).
+    sms_claim_lease_s: float = 60.0
+
+    # Retention: published outbox rows (with the personal data they carry) and inbox ids
+    # older than this are deleted; it is also how far back `perlinsos outbox replay` reaches.
+    retention_days: float = Field(default=30.0, alias="PERLINSOS_RETENTION_DAYS")
 
     # Telemetry: the standard OTEL_* variables are read by the OpenTelemetry SDK itself;
     # these two are read here to decide where spans go.
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None
     metrics_port: int | None = Field(default=None, alias="PERLINSOS_METRICS_PORT")
+
+    # Keyed pseudonyms of NIKs (HMAC-SHA-256): the key, shared by every service and the
+    # operator CLI. Unset, a key is created once in <state dir>/pseudonym.key and kept.
+    # Earlier keys, comma-separated, keep rows hashed before a rotation findable.
+    pseudonym_secret: SecretStr | None = Field(default=None, alias="PERLINSOS_PSEUDONYM_SECRET")
+    pseudonym_previous_secrets: SecretStr | None = Field(
+        default=None, alias="PERLINSOS_PSEUDONYM_PREVIOUS_SECRETS"
+    )
 
     @property
     def sms_file(self) -> Path:
@@ -97,8 +119,17 @@ def get_settings() -> Settings:
 STACK_FILE = "stack.json"
 
 
-def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> None:
-    """Written by `perlinsos up` so operator commands in another shell find the stack."""
+def write_stack_file(
+    settings: Settings,
+    bootstrap: str,
+    database_url: str,
+    service_database_urls: dict[str, str] | None = None,
+) -> None:
+    """Written by `perlinsos up` so operator commands in another shell find the stack.
+
+    `database_url` is the operators' read-only login; `service_database_urls` are the
+    services' own logins, for the few commands that change a service's state.
+    """
     import json
     import os
 
@@ -111,6 +142,7 @@ def write_stack_file(settings: Settings, bootstrap: str, database_url: str) -> N
             {
                 "kafka_bootstrap_servers": bootstrap,
                 "database_url": database_url,
+                "service_database_urls": service_database_urls or {},
                 "kafka_idempotent": settings.kafka_idempotent,
             },
             f,
@@ -142,6 +174,19 @@ def resolved_settings() -> Settings:
     return settings.model_copy(update=update)
 
 
+def writer_settings(service: str, settings: Settings | None = None) -> Settings:
+    """Settings for an operator command that changes `service`'s state: its own login
+    from a running `perlinsos up` (other commands read through the read-only login)."""
+    import json
+
+    settings = settings or resolved_settings()
+    path = settings.state_dir / STACK_FILE
+    if get_settings().database_url or not path.exists():
+        return settings
+    url = json.loads(path.read_text()).get("service_database_urls", {}).get(service)
+    return settings.model_copy(update={"database_url": url}) if url else settings
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings explicitly set, as the environment variables that set them."""
     out: dict[str, str] = {}
@@ -151,5 +196,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         value = getattr(settings, name)
         if value is None:
             continue
-        out[(field.alias or name).upper()] = str(value)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        out[(field.alias or name).upper()] = text
     return out

@@ -110,7 +110,7 @@ class Supervisor:
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait before start number `failures + 1`: capped, doubled, jittered."""
-        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(0, failures - 1))
+        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** max(0, failures - 1))
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
     async def stop(self, timeout: float = 10.0) -> None:

@@ -294,7 +294,7 @@ def instrument_clients(provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    asyncpg_instr = AsyncPGInstrumentor(capture_parameters=False)
+    asyncpg_instr = AsyncPGInstrumentor(capture_parameters=False)  # type: ignore[no-untyped-call]
     if not asyncpg_instr.is_instrumented_by_opentelemetry:
         asyncpg_instr.instrument(tracer_provider=provider)
     httpx_instr = HTTPXClientInstrumentor()

@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perlinsos_shared.events import (
+    BpjsMembershipAnswered,
     Contract,
     EligibilityDecided,
     EnrolmentSubmitted,
     ExitReported,
     IntakeRejected,
+    InvoiceReconciled,
+    ParticipantBpjsAnswered,
     ParticipantEnrolled,
     ParticipantExited,
     PaymentRecorded,
@@ -59,6 +62,27 @@ INTAKE_REJECTED = Topic(
     events=(IntakeRejected,),
     description="Replies to agencies: which submissions were refused and why.",
 )
+# One agency's replies, on a topic of its own so that a broker ACL can let each agency
+# read its own replies and nothing else (`registry.intake-rejected.v1` carries every
+# agency's replies and is kept, readable by operators only, until agencies have moved).
+# Made per registered agency at set-up; only registry writes it, and only the agency it
+# names reads it, so it has no dead-letter twin.
+AGENCY_REPLIES = Topic(
+    name="registry.intake-rejected.{agency}.v2",
+    key="agency:request_id",
+    partitions=1,
+    producer="registry",
+    consumers=("the agency in the topic name",),
+    events=(IntakeRejected,),
+    description="One agency's replies: which of its submissions were refused and why.",
+)
+
+
+def agency_replies_topic(agency: str) -> str:
+    """`registry.intake-rejected.<AGENCY>.v2` for a registered agency code."""
+    if not agency or not all(c.isascii() and (c.isalnum() or c in "_-") for c in agency):
+        raise ValueError(f"not an agency code: {agency[:64]!r}")
+    return AGENCY_REPLIES.name.format(agency=agency)
 
 
 def rejection_key(agency: str, request_id: str | None) -> str:
@@ -73,8 +97,9 @@ PARTICIPANTS = Topic(
     partitions=6,
     producer="registry",
     consumers=("eligibility", "premium"),
-    events=(ParticipantEnrolled, ParticipantExited),
-    description="Who the participants are: enrolments and exits accepted by registry.",
+    events=(ParticipantEnrolled, ParticipantExited, ParticipantBpjsAnswered),
+    description="Who the participants are: enrolments and exits accepted by registry, and"
+    " BPJS Ketenagakerjaan's answer (KPJ or refusal) stored with a participant.",
 )
 DECISIONS = Topic(
     name="eligibility.decisions.v1",
@@ -117,6 +142,27 @@ PAYMENTS = Topic(
     description="What finance paid BPJS Ketenagakerjaan per funding line and month.",
     retention_days=-1,
 )
+BPJS_MEMBERSHIPS = Topic(
+    name="bpjs.memberships.v1",
+    key="NIK",
+    partitions=3,
+    producer="finance",
+    consumers=("registry",),
+    events=(BpjsMembershipAnswered,),
+    description="BPJS Ketenagakerjaan's answer to a collective registration, one event per"
+    " row: a KPJ and BPJS's cover start, or a refusal (perlinsos bpjs import-memberships).",
+)
+RECONCILIATIONS = Topic(
+    name="premium.reconciliations.v1",
+    key="funding_line:period",
+    partitions=1,
+    producer="finance",
+    consumers=("operators",),
+    events=(InvoiceReconciled,),
+    description="BPJS's monthly bill against premium's ledger: counts and amounts per line"
+    " and month (perlinsos bpjs reconcile-invoice); the same bill gives the same event id.",
+    retention_days=-1,
+)
 
 CATALOGUE: tuple[Topic, ...] = (
     INTAKE,
@@ -126,6 +172,8 @@ CATALOGUE: tuple[Topic, ...] = (
     SUMMARIES,
     DELIVERIES,
     PAYMENTS,
+    BPJS_MEMBERSHIPS,
+    RECONCILIATIONS,
 )
 
 

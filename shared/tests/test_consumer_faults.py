@@ -21,7 +21,7 @@ from perlinsos_shared.db import SHARED_MIGRATIONS, create_pool, migrate
 from perlinsos_shared.outbox import Outbox
 from perlinsos_shared.topics import PARTICIPANTS
 
-pytestmark = pytest.mark.flow
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 SERVICE = "consumertest"
 

@@ -47,17 +47,13 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
     runtime.consume(PARTICIPANTS, make_handler(lambda: book))
 
     async def promotion_loop() -> None:
+        """Errors escape to the runtime's supervisor, which starts the loop again."""
         while True:
-            try:
-                promoted = await promote_waiting(runtime.pool, book)
-                if promoted:
-                    log.info("waitlist moved", extra={"decisions": promoted})
-                    if runtime.relay is not None:
-                        runtime.relay.wake()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("promotion pass failed; will retry", exc_info=True)
+            promoted = await promote_waiting(runtime.pool, book)
+            if promoted:
+                log.info("waitlist moved", extra={"decisions": promoted})
+                if runtime.relay is not None:
+                    runtime.relay.wake()
             await asyncio.sleep(own.promote_interval_s)
 
     runtime.background(promotion_loop)

@@ -20,16 +20,16 @@ from rich.table import Table
 
 from perlinsos_eligibility.app import promote_waiting
 from perlinsos_eligibility.config import rule_book
-from perlinsos_eligibility.domain import assess, window_check
+from perlinsos_eligibility.domain import above_quota, assess, window_check
 from perlinsos_eligibility.placement import Placement
 from perlinsos_eligibility.rules import RuleBook
 from perlinsos_eligibility.store import by_nik_hash, decision_history, read_places
+from perlinsos_shared import operator
 from perlinsos_shared.clock import now_local, today_local
-from perlinsos_shared.db import open_service_db
 from perlinsos_shared.events import FundingLine
-from perlinsos_shared.masking import mask_nik, pseudonym
+from perlinsos_shared.masking import mask_nik, pseudonyms
+from perlinsos_shared.operator import open_operator_pool
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.settings import resolved_settings
 
 app = typer.Typer(help="Operator commands of the eligibility service.", no_args_is_help=True)
 console = Console()
@@ -40,11 +40,10 @@ def _root() -> None:
     """Commands that read or act on the eligibility service's own state."""
 
 
-async def _pool(database_url: str | None) -> asyncpg.Pool:
-    url = database_url or resolved_settings().database_url
-    if not url:
-        raise typer.BadParameter("DATABASE_URL is not set and no `perlinsos up` is running")
-    return await open_service_db(url, "eligibility", pool_size=2)
+async def _pool(database_url: str | None, *, writes: bool = False) -> asyncpg.Pool:
+    """Reads go through the operators' read-only login; changes (with migrations first)
+    log in as eligibility."""
+    return await open_operator_pool("eligibility", database_url, migrate=writes)
 
 
 # --- reevaluate ---------------------------------------------------------------------
@@ -63,7 +62,7 @@ async def reevaluate(
 ) -> list[Changed]:
     """Re-decide `line` under the rules in force on `as_of`; decisions where outcomes change."""
     book = book or rule_book()
-    pool = await _pool(database_url)
+    pool = await _pool(database_url, writes=True)
     try:
         async with pool.acquire() as conn, conn.transaction():
             before = {
@@ -93,8 +92,10 @@ async def reevaluate(
 
 @app.command("reevaluate")
 def reevaluate_command(
-    line: FundingLine = typer.Option(..., "--line", help="funding line, e.g. PERWAKO-30-2025"),
-    as_of: str = typer.Option(..., "--as-of", help="date the rules are taken from (YYYY-MM-DD)"),
+    line: FundingLine = typer.Option(..., "--line", help="The funding line to re-decide."),
+    as_of: str = typer.Option(
+        ..., "--as-of", callback=operator.day, help="The date whose rules apply (YYYY-MM-DD)."
+    ),
     database_url: str | None = typer.Option(None, envvar="DATABASE_URL", hidden=True),
 ) -> None:
     """After a rule change: re-decide a line's participants; publish only changed outcomes."""
@@ -122,7 +123,7 @@ async def explain(
     pool = await _pool(database_url)
     try:
         async with pool.acquire() as conn:
-            person = await by_nik_hash(conn, pseudonym(nik.strip()))
+            person = await by_nik_hash(conn, pseudonyms(nik.strip()))
             if person is None:
                 return None
             history = await decision_history(conn, person.participant_id)
@@ -172,24 +173,30 @@ def _checks_table(title: str, checks: list[dict[str, Any]]) -> Table:
     for col in ("rule", "result", "detail", "code"):
         table.add_column(col)
     for c in checks:
-        ok = "[green]lulus[/green]" if c["passed"] else "[red]gagal[/red]"
+        ok = "[green]passed[/green]" if c["passed"] else "[red]failed[/red]"
         table.add_row(str(c["rule"]), ok, str(c["detail"]), str(c.get("code") or ""))
     return table
 
 
 @app.command("explain")
 def explain_command(
-    nik: str = typer.Argument(..., help="the participant's NIK (16 digits)"),
-    as_of: str | None = typer.Option(None, "--as-of", help="also check again under that date"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    nik: str = typer.Argument(
+        ..., callback=operator.nik, help="The participant's NIK (16 digits)."
+    ),
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        callback=operator.day,
+        help="Also check the rules again as on this date (YYYY-MM-DD).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     database_url: str | None = typer.Option(None, envvar="DATABASE_URL", hidden=True),
 ) -> None:
     """Which rules passed and failed for one participant, and under which version."""
     day = date.fromisoformat(as_of) if as_of else None
     found = asyncio.run(explain(database_url or "", nik, day))
     if found is None:
-        console.print(f"no participant with NIK {mask_nik(nik.strip())} in eligibility")
-        raise typer.Exit(1)
+        operator.fail(f"no participant with NIK {mask_nik(nik)} in eligibility", 1)
     if as_json:
         print(json.dumps(found, indent=2))
         return
@@ -237,6 +244,7 @@ async def places(database_url: str, book: RuleBook | None = None) -> list[dict[s
                 "quota": rule_set.quota_on(today) if rule_set else 0,
                 "funded_now": bool(rule_set and rule_set.funded_on(today)),
                 "holders": r["holders"],
+                "above_quota": above_quota(rule_set, today, r["holders"]) if rule_set else 0,
                 "waiting": r["waiting"],
                 "consistent": r["holders"] == r["counted_holders"]
                 and r["waiting"] == r["counted_waiting"],
@@ -249,21 +257,35 @@ async def places(database_url: str, book: RuleBook | None = None) -> list[dict[s
 def places_command(
     database_url: str | None = typer.Option(None, envvar="DATABASE_URL", hidden=True),
 ) -> None:
-    """Quota, places taken and waitlist length per funding line, today."""
+    """Quota, places taken, holders above the quota and waitlist length per funding line.
+
+    Holders above a quota that fell at the year change keep their cover; nobody new is
+    admitted until they are below it. What they cost: `perlinsos premium status`.
+    """
     table = Table(title=f"places on {today_local()}")
-    for col in ("line", "rule version", "quota", "funded now", "eligible", "waiting", "ok"):
+    columns = ("line", "rule version", "quota", "funded now", "eligible", "above quota")
+    for col in (*columns, "waiting", "ok"):
         table.add_column(col)
-    for p in asyncio.run(places(database_url or "")):
+    rows = asyncio.run(places(database_url or ""))
+    for p in rows:
         table.add_row(
             p["funding_line"],
             str(p["rule_version"]),
             f"{p['quota']:,}",
             "yes" if p["funded_now"] else "no",
             f"{p['holders']:,}",
+            f"[yellow]{p['above_quota']:,}[/yellow]" if p["above_quota"] else "0",
             f"{p['waiting']:,}",
             "yes" if p["consistent"] else "[red]counter drift[/red]",
         )
     console.print(table)
+    for p in rows:
+        if p["above_quota"]:
+            console.print(
+                f"{p['funding_line']}: {p['above_quota']:,} holder(s) above the "
+                f"{today_local().year} quota keep their cover; no newcomer is admitted until "
+                "holders are below it (cost: `perlinsos premium status`)"
+            )
 
 
 @app.command("promote")
@@ -273,7 +295,7 @@ def promote_command(
     """Give free places to the waitlist now (instances also do it every minute)."""
 
     async def run() -> int:
-        pool = await _pool(database_url)
+        pool = await _pool(database_url, writes=True)
         try:
             return await promote_waiting(pool, rule_book())
         finally:

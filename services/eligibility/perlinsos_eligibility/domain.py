@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Generic, Literal, TypeVar
 
-from perlinsos_eligibility.reasons import reason
+from perlinsos_eligibility.reasons import DecisionCode, reason
 from perlinsos_eligibility.rules import RuleBook, RuleSet
 from perlinsos_shared.events import Address, DecisionReason, FundingLine, Occupation
 from perlinsos_shared.wilayah import find_kelurahan
@@ -38,7 +38,7 @@ class Check:
     rule: Rule
     passed: bool
     detail: str
-    code: str | None = None  # the reason code when it failed
+    code: DecisionCode | None = None  # the reason code when it failed
     # the rule's values behind a failure (bounds, year, next funded month), for the message
     params: Mapping[str, str | int] = field(default_factory=dict)
 
@@ -164,6 +164,14 @@ def free_places(rule_set: RuleSet, day: date, holders: int) -> int:
     if not rule_set.funded_on(day):
         return 0
     return max(0, rule_set.quota_on(day) - holders)
+
+
+def above_quota(rule_set: RuleSet, day: date, holders: int) -> int:
+    """Holders beyond the quota of `day`'s fiscal year. When a quota falls at a year
+    change (transport: 13,500 in 2025, 10,285 in 2026) holders keep their cover until
+    they exit, nobody is evicted, and `free_places` admits nobody new until holders are
+    below the quota again; this says by how many the line is over."""
+    return max(0, holders - rule_set.quota_on(day))
 
 
 # --- allocation ---------------------------------------------------------------------

@@ -12,7 +12,11 @@ from perlinsos_eligibility.rules import RuleBook
 from perlinsos_eligibility.store import Person
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.consumer import Handler, Incoming
-from perlinsos_shared.events import ParticipantEnrolled, ParticipantExited
+from perlinsos_shared.events import (
+    ParticipantBpjsAnswered,
+    ParticipantEnrolled,
+    ParticipantExited,
+)
 from perlinsos_shared.masking import pseudonym
 from perlinsos_shared.outbox import Outbox
 
@@ -68,6 +72,13 @@ def make_handler(rules: Callable[[], RuleBook]) -> Handler:
                 await work.exit(
                     [
                         (ParticipantExited.model_validate(m.envelope.data), m.trace_headers)
+                        for m in batch
+                    ]
+                )
+            elif kind == ParticipantBpjsAnswered.event_type:
+                await work.bpjs_answered(
+                    [
+                        (ParticipantBpjsAnswered.model_validate(m.envelope.data), m.trace_headers)
                         for m in batch
                     ]
                 )

@@ -47,6 +47,7 @@ from perlinsos_shared.events import (
     ExitReason,
     FundingLine,
     Outcome,
+    ParticipantBpjsAnswered,
     ParticipantExited,
 )
 from perlinsos_shared.metrics import get_meter
@@ -257,6 +258,22 @@ class Placement:
                 headers=h,
             )
 
+    async def _held(self, ids: list[str]) -> dict[str, Person]:
+        """The people of `ids`, locked after the places of their lines (the lock order)."""
+        seen = await people(self.conn, ids, lock=False)
+        seen.update(self.changed)
+        await self._lock(p.funding_line for p in seen.values() if p.funding_line)
+        current = await people(self.conn, ids, lock=True)
+        current.update({k: v for k, v in self.changed.items() if k in current})
+        return current
+
+    async def _give_back(self, freed: set[FundingLine]) -> None:
+        """Save, then hand the freed places of these lines to the oldest waiting."""
+        await self._save_people()
+        for line in sorted(freed):
+            await self._fill(line, [], self.today)
+        await self._save_people()
+
     # --- what happens ------------------------------------------------------------------
 
     async def enrol(self, newcomers: Sequence[Newcomer]) -> None:
@@ -284,11 +301,7 @@ class Placement:
     async def exit(self, exits: Sequence[tuple[ParticipantExited, Headers]]) -> None:
         """End cover (or leave the waitlist) and hand freed places to those waiting."""
         ids = [ex.participant_id for ex, _ in exits]
-        seen = await people(self.conn, ids, lock=False)
-        seen.update(self.changed)
-        await self._lock(p.funding_line for p in seen.values() if p.funding_line)
-        current = await people(self.conn, ids, lock=True)
-        current.update({k: v for k, v in self.changed.items() if k in current})
+        current = await self._held(ids)
         freed: set[FundingLine] = set()
         for ex, headers in exits:
             p = current.get(ex.participant_id)
@@ -322,10 +335,57 @@ class Placement:
                     publish=False,  # never covered nor waiting: nothing changes downstream
                 )
             current[p.participant_id] = p
-        await self._save_people()
-        for line in sorted(freed):
-            await self._fill(line, [], self.today)
-        await self._save_people()
+        await self._give_back(freed)
+
+    async def bpjs_answered(
+        self, answers: Sequence[tuple[ParticipantBpjsAnswered, Headers]]
+    ) -> None:
+        """BPJS's answer to the registration. Already a member elsewhere: decided again as
+        `ineligible` (ALREADY_BPJS_MEMBER), cover ended before it began, the place handed
+        to those waiting. A KPJ whose cover starts on another day than the programme's:
+        decided again `eligible` from BPJS's date (premium bills from it, the SMS says it).
+        Another refusal changes no decision: the agency corrects the data."""
+        ids = [a.participant_id for a, _ in answers]
+        current = await self._held(ids)
+        freed: set[FundingLine] = set()
+        for a, headers in answers:
+            p = current.get(a.participant_id)
+            if p is None or p.funding_line is None or p.outcome not in ("eligible", "waitlisted"):
+                continue  # refused, exited or unseen: nothing is held to give back or move
+            places = self.places[p.funding_line.value]
+            if a.answer == "ALREADY_BPJS_MEMBER":
+                if p.outcome == "eligible":
+                    places.holders -= 1
+                else:
+                    places.waiting -= 1
+                freed.add(p.funding_line)
+                start = p.cover_start
+                p = self._decide(
+                    p,
+                    "ineligible",
+                    rule_version=p.rule_version,
+                    funding_line=p.funding_line,
+                    reasons=[reason("ALREADY_BPJS_MEMBER")],
+                    cover_start=start,
+                    cover_end=start - timedelta(days=1) if start else None,
+                    headers=headers,
+                )
+            elif (
+                a.answer == "KPJ_ASSIGNED"
+                and p.outcome == "eligible"
+                and a.cover_start is not None
+                and a.cover_start != p.cover_start
+            ):
+                p = self._decide(
+                    p,
+                    "eligible",
+                    rule_version=p.rule_version,
+                    funding_line=p.funding_line,
+                    cover_start=a.cover_start,
+                    headers=headers,
+                )
+            current[p.participant_id] = p
+        await self._give_back(freed)
 
     async def promote(self, lines: Iterable[FundingLine]) -> None:
         """Fill free places from the waitlist (a quota raised, a funding window opened)."""

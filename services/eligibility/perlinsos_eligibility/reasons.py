@@ -8,10 +8,21 @@ the same values. A message whose params are missing falls back to its plain form
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 from perlinsos_shared.events import DecisionReason
 
-MESSAGES: dict[str, str] = {
+# Every code eligibility can give: a typo in a `reason(...)` call fails the type check.
+DecisionCode = Literal[
+    "DOMICILE_NOT_BATAM",
+    "AGE_OUT_OF_RANGE",
+    "ALREADY_BPJS_MEMBER",
+    "OCCUPATION_NOT_COVERED",
+    "QUOTA_FULL",
+    "OUTSIDE_FUNDING_WINDOW",
+]
+
+MESSAGES: dict[DecisionCode, str] = {
     "DOMICILE_NOT_BATAM": "Alamat KTP (kecamatan dan kelurahan) tidak berada di Kota Batam",
     "AGE_OUT_OF_RANGE": "Usia pada tanggal mulai perlindungan harus {min_age} tahun sampai "
     "di bawah {max_age} tahun; usia Anda {age} tahun",
@@ -22,7 +33,7 @@ MESSAGES: dict[str, str] = {
     "OUTSIDE_FUNDING_WINDOW": "Program belum didanai bulan ini; bulan didanai berikutnya "
     "{next_month}. Anda belum terlindungi dan masuk daftar tunggu",
 }
-PLAIN: dict[str, str] = {
+PLAIN: dict[DecisionCode, str] = {
     "AGE_OUT_OF_RANGE": "Usia pada tanggal mulai perlindungan di luar batas program",
     "QUOTA_FULL": "Kuota program tahun ini sudah penuh; Anda belum terlindungi dan masuk "
     "daftar tunggu sesuai urutan pendaftaran",
@@ -31,7 +42,7 @@ PLAIN: dict[str, str] = {
 }
 
 
-def reason(code: str, params: Mapping[str, str | int] | None = None) -> DecisionReason:
+def reason(code: DecisionCode, params: Mapping[str, str | int] | None = None) -> DecisionReason:
     values = dict(params or {})
     try:
         message = MESSAGES[code].format(**values)

@@ -8,21 +8,16 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 
 from perlinsos_eligibility.domain import Applicant
 from perlinsos_shared.events import Address, EligibilityDecided, FundingLine, Occupation
+from perlinsos_shared.sql import insert_rows, json_text
 
 _PERSON_COLUMNS = (
     "participant_id, occupation, funding_line, birth_date, address, existing_bpjs_tk,"
     " first_name, phone_e164, agency, request_id, enrolled_at, outcome, cover_start,"
     " cover_end, rule_version, decided_at, nik_hash, checks, reasons, full_name, sex"
 )
-
-
-def _json(value: object) -> str:
-    """JSON text for a jsonb parameter (orjson: several times faster than json)."""
-    return orjson.dumps(value).decode()
 
 
 @dataclass(frozen=True)
@@ -99,11 +94,12 @@ async def people(conn: asyncpg.Connection, ids: Sequence[str], *, lock: bool) ->
     return {r["participant_id"]: _person(r) for r in rows}
 
 
-async def by_nik_hash(conn: asyncpg.Connection, nik_hash: str) -> Person | None:
+async def by_nik_hash(conn: asyncpg.Connection, nik_hashes: Sequence[str]) -> Person | None:
+    """The participant with one of these NIK pseudonyms (current key first, then older)."""
     row = await conn.fetchrow(
-        f"SELECT {_PERSON_COLUMNS} FROM participants WHERE nik_hash = $1"
+        f"SELECT {_PERSON_COLUMNS} FROM participants WHERE nik_hash = ANY($1::text[])"
         " ORDER BY enrolled_at DESC LIMIT 1",
-        nik_hash,
+        list(nik_hashes),
     )
     return _person(row) if row else None
 
@@ -214,8 +210,8 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
                     p.rule_version,
                     p.decided_at,
                     p.nik_hash,
-                    _json(p.checks),
-                    _json(p.reasons),
+                    json_text(p.checks),
+                    json_text(p.reasons),
                     p.full_name,
                     p.sex,
                 )
@@ -249,31 +245,41 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
     )
 
 
+_DECISION_COLUMNS = (
+    ("decision_id", "text"),
+    ("participant_id", "text"),
+    ("outcome", "text"),
+    ("funding_line", "text"),
+    ("reasons", "jsonb"),
+    ("cover_start", "date"),
+    ("cover_end", "date"),
+    ("rule_version", "text"),
+    ("decided_at", "timestamptz"),
+    ("promoted", "bool"),
+    ("checks", "jsonb"),
+)
+
+
 async def save_decisions(
     conn: asyncpg.Connection, decisions: Sequence[tuple[EligibilityDecided, list[dict[str, Any]]]]
 ) -> None:
-    if not decisions:
-        return
-    ds = [d for d, _ in decisions]
-    await conn.execute(
-        "INSERT INTO decisions (decision_id, participant_id, outcome, funding_line, reasons,"
-        " cover_start, cover_end, rule_version, decided_at, promoted, checks)"
-        " SELECT c1, c2, c3, c4, c5::jsonb, c6, c7, c8, c9, c10, c11::jsonb"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::date[], $7::date[], $8::text[], $9::timestamptz[], $10::bool[], $11::text[])"
-        " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11)",
-        [d.decision_id for d in ds],
-        [d.participant_id for d in ds],
-        [d.outcome for d in ds],
-        [d.funding_line.value if d.funding_line else None for d in ds],
-        [_json([r.model_dump() for r in d.reasons]) for d in ds],
-        [d.cover_start for d in ds],
-        [d.cover_end for d in ds],
-        [d.rule_version for d in ds],
-        [d.decided_at for d in ds],
-        [d.promoted for d in ds],
-        [_json(checks) for _, checks in decisions],
-    )
+    rows = [
+        (
+            d.decision_id,
+            d.participant_id,
+            d.outcome,
+            d.funding_line.value if d.funding_line else None,
+            [r.model_dump() for r in d.reasons],
+            d.cover_start,
+            d.cover_end,
+            d.rule_version,
+            d.decided_at,
+            d.promoted,
+            checks,
+        )
+        for d, checks in decisions
+    ]
+    await insert_rows(conn, "decisions", _DECISION_COLUMNS, rows)
 
 
 async def decision_history(conn: asyncpg.Connection, participant_id: str) -> list[asyncpg.Record]:

@@ -11,6 +11,7 @@ from stdnum.id import nik as stdnum_nik
 from perlinsos_eligibility.domain import (
     Applicant,
     InQueue,
+    above_quota,
     age_on,
     allocate,
     assess,
@@ -66,10 +67,13 @@ def test_domicile_is_the_ktp_address(
 
 
 def test_the_nik_prefix_never_decides_domicile() -> None:
-    # an applicant carries no NIK at all: a NIK first issued elsewhere (e.g. 1371, Padang)
-    # with a Batam KTP address passes; a 2171 NIK with an address elsewhere does not
+    # The rules cannot read the NIK: an applicant carries none, so a NIK first issued
+    # elsewhere (e.g. 1371, Padang) cannot refuse a Batam KTP address, nor a 2171 NIK
+    # admit an address elsewhere. Only the address decides.
     assert "nik" not in Applicant.__dataclass_fields__
     assert assess(applicant(), BOOK, DAY).passed
+    elsewhere = applicant(address=Address(kecamatan="Padang Barat", kelurahan="Olo"))
+    assert "DOMICILE_NOT_BATAM" in codes(elsewhere)
 
 
 @pytest.mark.parametrize(
@@ -179,6 +183,22 @@ def test_explanations_are_indonesian() -> None:
 def test_free_places(day: date, holders: int, free: int) -> None:
     rule_set = BOOK.in_force(FundingLine.PERWAKO_30_2025, day)
     assert rule_set is not None
+    assert free_places(rule_set, day, holders) == free
+
+
+@pytest.mark.parametrize(
+    ("day", "holders", "above", "free"),
+    [
+        (date(2025, 12, 31), 13_000, 0, 500),  # 2025: 13,500 places
+        (date(2026, 1, 1), 13_000, 2_715, 0),  # 2026: 10,285 -> 2,715 above, nobody new
+        (date(2026, 1, 1), 10_285, 0, 0),  # exactly at the quota: still nobody new
+        (date(2026, 6, 1), 10_284, 0, 1),  # exits brought holders below: one place
+    ],
+)
+def test_the_quota_falls_at_the_year_change(day: date, holders: int, above: int, free: int) -> None:
+    rule_set = BOOK.in_force(FundingLine.PERWAKO_30_2025, day)
+    assert rule_set is not None
+    assert above_quota(rule_set, day, holders) == above
     assert free_places(rule_set, day, holders) == free
 
 

@@ -11,8 +11,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from perlinsos_cli.stack import Stack
 from perlinsos_eligibility import cli
@@ -27,7 +29,7 @@ from perlinsos_shared.events import (
     ParticipantEnrolled,
     ParticipantExited,
 )
-from perlinsos_shared.settings import Settings
+from perlinsos_shared.settings import Settings, get_settings
 from perlinsos_shared.topics import DECISIONS, PARTICIPANTS
 
 pytestmark = pytest.mark.flow
@@ -137,7 +139,7 @@ def of(decisions: list[dict[str, Any]], line: FundingLine) -> list[dict[str, Any
 
 
 async def test_quota_waitlist_and_promotion_oldest_first(
-    stack: Stack, settings: Settings, tmp_path: Path
+    stack: Stack, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n, k, j = 5, 4, 2
     line = FundingLine.PERWAKO_3_2023
@@ -201,7 +203,10 @@ async def test_quota_waitlist_and_promotion_oldest_first(
     places = {p["funding_line"]: p for p in await cli.places(stack.database_url)}
     assert (places[line.value]["holders"], places[line.value]["waiting"]) == (n, k - j)
     assert places[line.value]["consistent"]
-    # explain names the rules and the version; an unknown NIK is None
+    # explain names the rules and the version; an unknown NIK is None. NIKs are found by
+    # their keyed pseudonym: this process uses the stack's key (its state directory).
+    monkeypatch.setenv("PERLINSOS_STATE_DIR", str(stack.state_dir.resolve()))
+    get_settings.cache_clear()
     explained = await cli.explain(stack.database_url, people[0].nik)
     assert explained is not None and explained["rule_version"] == f"{line.value}@test"
     assert {c["rule"] for c in explained["checks"]} >= {"DOMICILE", "AGE", "QUOTA"}
@@ -223,7 +228,7 @@ async def test_two_instances_never_over_fill_a_quota(
         FundingLine.PERWAKO_49_2025: 90,
     }
     rules = write_rules(tmp_path / "rules", quotas)
-    stack.start_services(
+    instances = stack.start_services(
         ("eligibility", "eligibility"),
         extra_env={
             "PERLINSOS_ELIGIBILITY_RULES_DIR": str(rules),
@@ -250,3 +255,20 @@ async def test_two_instances_never_over_fill_a_quota(
     places = {p["funding_line"]: p for p in await cli.places(stack.database_url)}
     for line, quota in quotas.items():
         assert places[line.value]["holders"] == quota and places[line.value]["consistent"]
+    # the race happened: each instance applied part of the enrolments (its own /metrics)
+    applied = [await applied_enrolments(svc.health_url) for svc in instances]
+    assert all(n > 0 for n in applied), applied
+    assert sum(applied) >= total, applied
+
+
+async def applied_enrolments(health_url: str) -> float:
+    """`perlinsos_messages_applied_total` for registry.participants.v1 on one instance."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{health_url}/metrics", timeout=10)).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "perlinsos_messages_applied_total"
+        and sample.labels.get("topic") == PARTICIPANTS.name
+    )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 
-from perlinsos_notify.handlers import Sender, make_handler
+from perlinsos_notify.handlers import make_handler
 from perlinsos_notify.providers import make_provider
 from perlinsos_notify.render import check_fits
+from perlinsos_notify.sender import Sender
 from perlinsos_shared.service import ServiceRuntime
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.topics import DECISIONS
@@ -36,7 +37,12 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
         after_commit=lambda: runtime.relay.wake() if runtime.relay else None,
         on_accepted=_crash if os.environ.get(CRASH_AFTER_ACCEPT_ENV) == "1" else None,
     )
-    runtime.background(sender.run)
+
+    # supervised loops: an error (the database away, the liveness lock lost) ends the loop
+    # and the runtime starts it again with backoff; the provider's connections stay open
+    runtime.background(sender.run, name="sms-sender")
+    runtime.background(sender.reconciler.run, name="sms-reconciler")
+    runtime.app.after_shutdown(sender.close)
     return runtime
 
 

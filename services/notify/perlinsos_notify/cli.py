@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 from typing import Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from perlinsos_notify.store import ResendRefused, messages_of, not_delivered
+from perlinsos_notify.store import resend as resend_message
 from perlinsos_shared.clock import BATAM_TZ
-from perlinsos_shared.db import create_pool
-from perlinsos_shared.masking import mask_nik, mask_phone, pseudonym
-from perlinsos_shared.settings import resolved_settings
+from perlinsos_shared.masking import mask_nik, mask_phone, pseudonyms
+from perlinsos_shared.operator import (
+    database_url,
+    fail,
+    open_operator_pool,
+    operator_settings,
+    with_pool,
+)
 
 app = typer.Typer(help="Operator commands of the notify service.", no_args_is_help=True)
 console = Console()
@@ -23,35 +32,13 @@ def _root() -> None:
     """Commands that read or act on the notify service's own state."""
 
 
-MESSAGES_SQL = (
-    "SELECT message_id, participant_id, decision_id, template, phone_e164, status, attempts,"
-    " provider, provider_message_id, provider_status, segments, error_code, last_error,"
-    " reconciled, nik_masked, created_at, accepted_at, updated_at FROM messages"
-)
-
-
 async def find_messages(database_url: str, who: str) -> list[dict[str, Any]]:
-    """Messages of one participant: by NIK (16 digits) or by participant id."""
-    pool = await create_pool(database_url, "notify", max_size=1)
+    """Messages of one participant, in decision order: by NIK (16 digits) or participant id."""
+    pool = await open_operator_pool("notify", database_url, size=1)  # reads only
     try:
         if len(who) == 16 and who.isdigit():
-            rows = await pool.fetch(
-                MESSAGES_SQL + " WHERE nik_hash = $1 ORDER BY created_at", pseudonym(who)
-            )
-        else:
-            rows = await pool.fetch(
-                MESSAGES_SQL + " WHERE participant_id = $1 ORDER BY created_at", who
-            )
-        out = [dict(r) for r in rows]
-        if out:
-            attempts = await pool.fetch(
-                "SELECT message_id, attempt, outcome, http_status, error, reconciled, at"
-                " FROM message_attempts WHERE message_id = ANY($1::text[]) ORDER BY id",
-                [r["message_id"] for r in out],
-            )
-            for r in out:
-                r["history"] = [dict(a) for a in attempts if a["message_id"] == r["message_id"]]
-        return out
+            return await messages_of(pool, nik_hashes=pseudonyms(who))
+        return await messages_of(pool, participant_id=who)
     finally:
         await pool.close()
 
@@ -62,18 +49,14 @@ def _when(value: Any) -> str:
 
 @app.command()
 def status(
-    who: str = typer.Argument(..., help="the participant's NIK (16 digits) or participant id"),
+    who: str = typer.Argument(..., help="The participant's NIK (16 digits) or participant id."),
 ) -> None:
     """Every SMS for one participant: what was sent, when, and what the provider said."""
-    settings = resolved_settings()
-    if not settings.database_url:
-        console.print("[red]No database: start the stack (`perlinsos up`) or set DATABASE_URL.")
-        raise typer.Exit(2)
-    rows = asyncio.run(find_messages(settings.database_url, who.strip()))
+    who = who.strip()
+    rows = asyncio.run(find_messages(database_url(), who))
     shown = mask_nik(who) if len(who) == 16 and who.isdigit() else who
     if not rows:
-        console.print(f"No SMS recorded for {shown}.")
-        raise typer.Exit(1)
+        fail(f"no SMS recorded for {shown}", 1)
     table = Table(title=f"SMS for {shown}", show_lines=True)
     for col in ("decision", "message", "to", "status", "tries", "provider id", "when", "notes"):
         table.add_column(col)
@@ -85,8 +68,12 @@ def status(
             notes.append(r["last_error"][:80])
         if r["reconciled"]:
             notes.append("checked with the provider after an unanswered send")
+        if r["status"] == "sending" and r["unconfirmed_since"]:
+            notes.append(f"unconfirmed by the provider since {_when(r['unconfirmed_since'])}")
         for a in r.get("history", []):
-            if a["http_status"] or a["error"]:
+            if a["outcome"] == "resend":
+                notes.append(f"resent by {a['actor'] or 'an operator'} at {_when(a['at'])}")
+            elif a["http_status"] or a["error"]:
                 notes.append(f"try {a['attempt']}: {a['http_status'] or ''} {a['outcome']}".strip())
         table.add_row(
             r["decision_id"][:8],
@@ -103,38 +90,60 @@ def status(
 
 
 @app.command()
-def failures(limit: int = typer.Option(50, help="how many, newest first")) -> None:
-    """Messages that failed for good or cannot be delivered, for follow-up by phone."""
-    settings = resolved_settings()
-    if not settings.database_url:
-        console.print("[red]No database: start the stack (`perlinsos up`) or set DATABASE_URL.")
-        raise typer.Exit(2)
+def failures(
+    limit: int = typer.Option(50, min=1, help="How many to show, newest first."),
+) -> None:
+    """Messages that failed for good, cannot be delivered, or that the provider has neither
+    confirmed nor denied for longer than SMS_UNCONFIRMED_ALERT_S (check those in the
+    provider's console, then `perlinsos notify resend MESSAGE_ID` if it has no record)."""
+    alert_s = operator_settings().sms_unconfirmed_alert_s
 
-    async def fetch() -> list[dict[str, Any]]:
-        assert settings.database_url
-        pool = await create_pool(settings.database_url, "notify", max_size=1)
-        try:
-            rows = await pool.fetch(
-                MESSAGES_SQL + " WHERE status IN ('failed', 'undeliverable')"
-                " ORDER BY updated_at DESC LIMIT $1",
-                limit,
-            )
-            return [dict(r) for r in rows]
-        finally:
-            await pool.close()
+    async def fetch(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await not_delivered(pool, alert_s, limit)
 
-    rows = asyncio.run(fetch())
+    rows = with_pool("notify", fetch, size=1)  # reads only
     table = Table(title=f"SMS not delivered ({len(rows)})")
-    for col in ("participant", "NIK", "to", "message", "status", "reason", "when"):
-        table.add_column(col)
+    for col in ("message", "participant", "NIK", "to", "template", "status", "reason", "when"):
+        table.add_column(col, overflow="fold")
     for r in rows:
+        unconfirmed = r["status"] == "sending"
         table.add_row(
+            r["message_id"],
             r["participant_id"][:8],
             r["nik_masked"] or "-",
             mask_phone(r["phone_e164"]),
             r["template"],
-            r["status"],
-            r["error_code"] or "-",
-            _when(r["updated_at"]),
+            "unconfirmed" if unconfirmed else r["status"],
+            "the provider's list cannot say whether it took it"
+            if unconfirmed
+            else (r["error_code"] or "-"),
+            _when(r["unconfirmed_since"] if unconfirmed else r["updated_at"]),
         )
     console.print(table)
+
+
+@app.command()
+def resend(
+    message_id: str = typer.Argument(..., help="The message id `perlinsos notify failures` shows."),
+    note: str = typer.Option(
+        ..., "--note", help="What was checked (e.g. 'not in the provider console'); kept."
+    ),
+    by: str = typer.Option(
+        getpass.getuser(), "--by", help="Who resends (kept in the message's history)."
+    ),
+) -> None:
+    """Send a failed message again, or an unconfirmed one after checking the provider has no
+    record of it. The message's history records who resent it and why."""
+    alert_s = operator_settings().sms_unconfirmed_alert_s
+
+    async def act(pool: asyncpg.Pool) -> dict[str, Any]:
+        return await resend_message(pool, message_id.strip(), actor=by, note=note, alert_s=alert_s)
+
+    try:
+        was = with_pool("notify", act, migrate=True, size=1)
+    except ResendRefused as exc:
+        fail(f"not resent: {exc}", 1)
+    console.print(
+        f"{message_id} ({was['status']}, {was['attempts']} tries) goes out again at the"
+        " next sender round; `perlinsos notify status` shows it."
+    )

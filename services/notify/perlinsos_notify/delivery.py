@@ -1,6 +1,6 @@
 """Delivery rules, pure: who can get an SMS, what a provider answer means, when to retry.
 
-No I/O here: the sender loop (handlers.py) applies these to database rows and provider
+No I/O here: the sender and reconciler (sender.py, reconciler.py) apply these to database rows and provider
 answers.
 """
 
@@ -12,35 +12,42 @@ from typing import Literal
 
 from perlinsos_shared.phones import classify_phone
 
-# Reason codes (stable, upper-case, Indonesian like the rest of the programme's codes).
-NOMOR_TIDAK_VALID = "NOMOR_TIDAK_VALID"  # not a valid phone number at all
-NOMOR_BUKAN_SELULER = "NOMOR_BUKAN_SELULER"  # a landline or other non-mobile number
-NOMOR_LUAR_NEGERI = "NOMOR_LUAR_NEGERI"  # not an Indonesian (+62) number
-DITOLAK_PROVIDER = "DITOLAK_PROVIDER"  # the provider refused it for good (4xx)
-BATAS_PERCOBAAN = "BATAS_PERCOBAAN"  # retries used up (429 / 5xx / timeouts)
+# Reason codes: stable, upper-case English like every code in the contracts (the words
+# people read stay Indonesian). A typo in a use fails the type check.
+DeliveryCode = Literal[
+    "PHONE_INVALID", "PHONE_NOT_MOBILE", "PHONE_NOT_INDONESIAN", "PROVIDER_REFUSED",
+    "RETRIES_EXHAUSTED",
+]  # fmt: skip
+PHONE_INVALID: DeliveryCode = "PHONE_INVALID"  # not a valid phone number at all
+PHONE_NOT_MOBILE: DeliveryCode = "PHONE_NOT_MOBILE"  # a landline or other non-mobile number
+PHONE_NOT_INDONESIAN: DeliveryCode = "PHONE_NOT_INDONESIAN"  # not an Indonesian (+62) number
+PROVIDER_REFUSED: DeliveryCode = "PROVIDER_REFUSED"  # the provider refused it for good (4xx)
+RETRIES_EXHAUSTED: DeliveryCode = (
+    "RETRIES_EXHAUSTED"  # retried for the whole horizon (429 / 5xx / timeouts)
+)
 
 
-def undeliverable_reason(phone_e164: str) -> str | None:
+def undeliverable_reason(phone_e164: str) -> DeliveryCode | None:
     """None when an SMS can go to this number; else why not (a reason code).
 
     Only Indonesian mobiles get SMS: a Batam landline (+62 778 ...) cannot receive one,
     and the registry's own filtering is not trusted here.
     """
     if not phone_e164.startswith("+") or not phone_e164[1:].isdigit():
-        return NOMOR_TIDAK_VALID
+        return PHONE_INVALID
     kind = classify_phone(phone_e164).kind
     return {
         "mobile": None,
-        "invalid": NOMOR_TIDAK_VALID,
-        "foreign": NOMOR_LUAR_NEGERI,
-        "not_mobile": NOMOR_BUKAN_SELULER,
+        "invalid": PHONE_INVALID,
+        "foreign": PHONE_NOT_INDONESIAN,
+        "not_mobile": PHONE_NOT_MOBILE,
     }[kind]
 
 
 UNDELIVERABLE_TEXT = {
-    NOMOR_TIDAK_VALID: "nomor telepon tidak valid",
-    NOMOR_BUKAN_SELULER: "bukan nomor seluler (telepon rumah/kantor)",
-    NOMOR_LUAR_NEGERI: "bukan nomor Indonesia (+62)",
+    PHONE_INVALID: "nomor telepon tidak valid",
+    PHONE_NOT_MOBILE: "bukan nomor seluler (telepon rumah/kantor)",
+    PHONE_NOT_INDONESIAN: "bukan nomor Indonesia (+62)",
 }
 
 
@@ -83,14 +90,16 @@ SendResult = Accepted | Refused | Unknown
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int
+    """Capped exponential backoff with jitter, for `horizon_s` from a message's first try."""
+
     base_s: float
     max_s: float
+    horizon_s: float
 
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         """Seconds before try `attempt + 1`: exponential with equal jitter, at least what
         the provider asked for in Retry-After."""
-        ceiling = min(self.max_s, self.base_s * 2 ** max(0, attempt - 1))
+        ceiling = min(self.max_s, self.base_s * 2 ** min(60, max(0, attempt - 1)))
         jittered = ceiling / 2 + rng.random() * ceiling / 2
         if retry_after_s is not None:
             return max(retry_after_s, min(jittered, self.max_s))
@@ -108,23 +117,27 @@ class Verdict:
     error: str | None = None
 
 
-def judge(result: SendResult, attempt: int, policy: RetryPolicy, rng: random.Random) -> Verdict:
-    """What one provider answer means for the message after `attempt` tries."""
+def judge(
+    result: SendResult, attempt: int, age_s: float, policy: RetryPolicy, rng: random.Random
+) -> Verdict:
+    """What one provider answer means for a message tried `attempt` times, the first
+    `age_s` seconds ago."""
     if isinstance(result, Accepted):
         return Verdict("accepted")
     if isinstance(result, Unknown):
         # Ambiguous: reconcile with the provider first (after a pause, so a slow provider
-        # has written the message down). Reconciliation counts against the attempts too.
+        # has written the message down). Never failed blindly: it may have been taken.
         return Verdict("reconcile", policy.delay(attempt, None, rng), error=result.error)
     if not result.retryable:
-        return Verdict("failed", code=DITOLAK_PROVIDER, error=result.error)
-    if attempt >= policy.max_attempts:
-        return Verdict("failed", code=BATAS_PERCOBAAN, error=result.error)
-    return Verdict("retry", policy.delay(attempt, result.retry_after_s, rng), error=result.error)
+        return Verdict("failed", code=PROVIDER_REFUSED, error=result.error)
+    delay = policy.delay(attempt, result.retry_after_s, rng)
+    if age_s + delay > policy.horizon_s:
+        return Verdict("failed", code=RETRIES_EXHAUSTED, error=result.error)
+    return Verdict("retry", delay, error=result.error)
 
 
-def after_reconcile_miss(attempt: int, policy: RetryPolicy) -> Verdict:
-    """The provider has no record of an ambiguous send: it may go again, if tries remain."""
-    if attempt >= policy.max_attempts:
-        return Verdict("failed", code=BATAS_PERCOBAAN, error="no answer from the provider")
+def after_reconcile_miss(age_s: float, policy: RetryPolicy) -> Verdict:
+    """The provider has no record of an ambiguous send: it may go again, within the horizon."""
+    if age_s > policy.horizon_s:
+        return Verdict("failed", code=RETRIES_EXHAUSTED, error="no answer from the provider")
     return Verdict("retry", 0.0)

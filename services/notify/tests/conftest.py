@@ -15,8 +15,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from perlinsos_notify.handlers import Sender, make_handler
-from perlinsos_notify.testing import FakeTwilio
+from perlinsos_devruntime.fake_twilio import FakeTwilio
+from perlinsos_notify.handlers import make_handler
+from perlinsos_notify.sender import Sender
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.consumer import Incoming
 from perlinsos_shared.db import open_service_db
@@ -59,7 +60,6 @@ def sms_settings(fake: FakeTwilio | None = None, **overrides: Any) -> Settings:
         "sms_backoff_base_s": 0.05,
         "sms_backoff_max_s": 0.5,
         "sms_timeout_s": 0.3,
-        "sms_max_attempts": 6,
     }
     if fake is not None:
         values.update(
@@ -90,6 +90,7 @@ async def run_until(
     timeout: float = 30.0,
 ) -> None:
     tasks = [asyncio.create_task(s.run()) for s in senders]
+    tasks += [asyncio.create_task(s.reconciler.run()) for s in senders]
     try:
         deadline = time.monotonic() + timeout
         while not await check():
@@ -103,6 +104,8 @@ async def run_until(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for s in senders:
+            await s.close()
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.fake_twilio import FakeTwilio, fault
 from perlinsos_notify.app import CRASH_AFTER_ACCEPT_ENV
-from perlinsos_notify.testing import FakeTwilio, fault
 from perlinsos_shared.db import create_pool
 from perlinsos_shared.envelope import CONTENT_TYPE, encode, make_event
 from perlinsos_shared.events import EligibilityDecided

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from perlinsos_devruntime.embedded import free_port
+from perlinsos_devruntime.fake_twilio import FakeTwilio, fault
 from perlinsos_notify.delivery import Accepted, Refused, Unknown
 from perlinsos_notify.providers import FileProvider, Outgoing, TwilioProvider
-from perlinsos_notify.testing import FakeTwilio, fault
 
 
 @pytest.fixture

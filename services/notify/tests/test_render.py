@@ -296,3 +296,13 @@ def test_transliteration_and_shortening() -> None:
     assert to_gsm7("😊") == ""
     assert shorten("satu dua tiga empat", 12) == "satu dua..."
     assert shorten("pendek", 12) == "pendek"
+
+
+def test_notify_refuses_to_start_on_a_brand_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    from perlinsos_notify.app import build
+    from perlinsos_shared.settings import Settings
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "localhost:1")  # never contacted
+    too_long = Settings(SMS_BRAND="Program Perlindungan Sosial Kota Batam")
+    with pytest.raises(TemplateError, match=r"SMS_BRAND .* no room"):
+        build(too_long)

@@ -1,6 +1,6 @@
 """The billing rule, in one place, and the month arithmetic it needs.
 
-DOMAIN.md: contributions are monthly and never prorated by day; a participant is billed
+docs/domain.md: contributions are monthly and never prorated by day; a participant is billed
 for every calendar month from the month cover starts to the month it ends, both
 included. A cover that ends before it starts (an exit dated before cover start) is
 billed for no month. Cover still running is billed up to the month being computed

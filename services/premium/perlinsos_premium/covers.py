@@ -10,7 +10,9 @@ A participant's covers are kept in start order. Rules:
 - `exited` with a cover end: ends the latest cover on that date (the exit's effective
   date). An exit dated before the cover start leaves a cover billed for no month. An
   exit of someone never covered (refused, still waitlisted) changes nothing.
-- `ineligible` and `waitlisted` never touch an existing cover: only an exit ends one.
+- `ineligible` and `waitlisted` never touch an existing cover, except an `ineligible`
+  with a cover end (BPJS refused the registration: already a member elsewhere), which
+  ends the latest cover like an exit: dated before its start, it bills no month.
 
 `billed_months` applies the billing rule to every cover; where two covers share a
 month (re-enrolment in the month of an exit) the later cover's funding line bills it,
@@ -54,7 +56,7 @@ def apply_decision(covers: Covers, d: Decision) -> Covers:
             fixed = Cover(d.funding_line, d.cover_start)
             return _ordered((*covers[:-1], fixed))
         return _ordered((*covers, Cover(d.funding_line, d.cover_start)))
-    if d.outcome == "exited" and d.cover_end and covers:
+    if d.outcome in ("exited", "ineligible") and d.cover_end and covers:
         latest = covers[-1]
         if latest.cover_end == d.cover_end:
             return covers

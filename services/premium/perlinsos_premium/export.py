@@ -20,8 +20,10 @@ from typing import Any
 
 import asyncpg
 
+from perlinsos_premium.arrears import arrears_fields
 from perlinsos_premium.billing import fiscal_year, period_index
-from perlinsos_premium.summaries import arrears_now, budget_position
+from perlinsos_premium.budget import places_fields
+from perlinsos_premium.summaries import arrears_now, budget_position, funded_places
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.events import FundingLine
 
@@ -45,8 +47,14 @@ SUMMARY_HEADERS = (
     "Dibayar (Rp)",
     "Terutang (Rp)",
     "Risiko putus kepesertaan",
+    "Bulan belum dibayar lewat jatuh tempo",
+    "Peserta berisiko",
+    "Kepesertaan putus pada (jika tidak dibayar)",
+    "Tempat didanai (kuota)",
+    "Peserta di atas kuota",
+    "Biaya di atas kuota (Rp)",
 )
-SUMMARY_MONEY = {4, 5, 6, 7, 8, 9, 10, 11}  # 0-based columns holding rupiah
+SUMMARY_MONEY = {4, 5, 6, 7, 8, 9, 10, 11, 18}  # 0-based columns holding rupiah
 PARTICIPANT_HEADERS = (
     "NIK",
     "Nama",
@@ -73,6 +81,12 @@ class LineTotals:
     budget_used_idr: int
     paid_idr: int
     lapse_risk: bool
+    months_unpaid: int = 0
+    people_at_risk: int = 0
+    lapses_on: date | None = None
+    places_funded: int | None = None
+    above_quota: int = 0
+    above_quota_idr: int = 0
 
     @property
     def amount_idr(self) -> int:
@@ -97,6 +111,12 @@ class LineTotals:
             self.paid_idr,
             self.outstanding_idr,
             "YA" if self.lapse_risk else "tidak",
+            self.months_unpaid,
+            self.people_at_risk,
+            self.lapses_on.isoformat() if self.lapses_on else "",
+            "" if self.places_funded is None else self.places_funded,
+            self.above_quota,
+            self.above_quota_idr,
         ]
 
 
@@ -145,6 +165,7 @@ async def gather(pool: asyncpg.Pool, period: str, today: date) -> FinanceExport:
         for r in await pool.fetch("SELECT * FROM summaries WHERE period = $1", period)
     }
     budgets = await budget_position(pool)
+    places = await funded_places(pool)
     months, arrears = await arrears_now(pool, today)
     paid = {(m.funding_line, m.period): m.paid_idr for m in months}
     lines = []
@@ -153,19 +174,25 @@ async def gather(pool: asyncpg.Pool, period: str, today: date) -> FinanceExport:
         r = rows.get(line)
         budget, used = budgets.get((line, fiscal_year(period)), (0, 0))
         state = arrears.get(line)
+        billed = r["participants"] if r else 0
         lines.append(
             LineTotals(
                 funding_line=line,
                 status=r["status"] if r else "provisional",
                 revision=r["revision"] if r else 0,
-                participants=r["participants"] if r else 0,
+                participants=billed,
                 jkk_idr=int(r["jkk_idr"]) if r else 0,
                 jkm_idr=int(r["jkm_idr"]) if r else 0,
                 adjustments_idr=int(r["adjustments_idr"]) if r else 0,
                 budget_idr=budget,
                 budget_used_idr=used,
                 paid_idr=paid.get((line, period), 0),
-                lapse_risk=bool(state and state.lapse_risk),
+                **arrears_fields(state),
+                **places_fields(
+                    places.get((line, fiscal_year(period))),
+                    billed,
+                    (int(r["jkk_idr"]) + int(r["jkm_idr"])) if r else 0,
+                ),
             )
         )
     people = await pool.fetch(
@@ -222,6 +249,12 @@ def summary_total_row(export: FinanceExport) -> list[Any]:
         export.total("paid_idr"),
         export.total("outstanding_idr"),
         "",
+        "",
+        export.total("people_at_risk"),
+        "",
+        "",
+        export.total("above_quota"),
+        export.total("above_quota_idr"),
     ]
 
 

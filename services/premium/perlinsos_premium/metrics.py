@@ -39,3 +39,9 @@ lapse_risk_lines = meter.create_up_down_counter(
     unit="1",
     description="Funding lines flagged at lapse risk at the last summary publication",
 )
+due_dates_missed = meter.create_counter(
+    "perlinsos_premium_due_dates_missed",
+    unit="1",
+    description="Contribution months of a funding line unpaid past their due date, counted "
+    "the day each is first missed (participants lose cover after 3 consecutive ones)",
+)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from perlinsos_shared.envelope import encode, make_event
+from perlinsos_shared.envelope import CONTENT_TYPE, encode, make_event
 from perlinsos_shared.events import PaymentRecorded
-from perlinsos_shared.kafka import make_broker
+from perlinsos_shared.operator import operator_producer
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.topics import PAYMENTS
 
@@ -12,13 +12,13 @@ SOURCE = "finance/perlinsos-cli"
 
 
 async def publish_payment(settings: Settings, payment: PaymentRecorded) -> str:
-    event = make_event(SOURCE, payment, subject=f"{payment.funding_line.value}:{payment.period}")
-    broker = make_broker(settings, client_id="perlinsos-finance")
-    async with broker:
-        await broker.publish(
-            encode(event),
+    key = f"{payment.funding_line.value}:{payment.period}"
+    event = make_event(SOURCE, payment, subject=key)
+    async with operator_producer("perlinsos-finance", settings) as producer:
+        await producer.send_and_wait(
             PAYMENTS.name,
-            key=f"{payment.funding_line.value}:{payment.period}".encode(),
-            headers={"content-type": "application/cloudevents+json"},
+            encode(event),
+            key=key.encode(),
+            headers=[("content-type", CONTENT_TYPE.encode())],
         )
     return event.id

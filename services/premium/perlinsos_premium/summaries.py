@@ -16,12 +16,21 @@ from typing import Any
 import asyncpg
 
 from perlinsos_premium import metrics
-from perlinsos_premium.arrears import LineArrearsState, LineMonth, Terms, line_arrears
+from perlinsos_premium.arrears import (
+    LineArrearsState,
+    LineMonth,
+    Terms,
+    arrears_fields,
+    due_date,
+    line_arrears,
+    missed_on,
+)
 from perlinsos_premium.billing import fiscal_year
-from perlinsos_premium.budget import crossed
+from perlinsos_premium.budget import crossed, places_fields
 from perlinsos_shared.envelope import make_event
 from perlinsos_shared.events import FundingLine, PremiumSummaryWithArrears
 from perlinsos_shared.outbox import Outbox
+from perlinsos_shared.sql import insert_rows
 from perlinsos_shared.topics import SUMMARIES
 
 log = logging.getLogger("perlinsos.premium")
@@ -30,8 +39,14 @@ SOURCE = "perlinsos/premium"
 
 
 async def load_terms(conn: asyncpg.Connection | asyncpg.Pool) -> Terms:
-    row = await conn.fetchrow("SELECT due_day, lapse_risk_months FROM payment_terms")
-    return Terms() if row is None else Terms(row["due_day"], row["lapse_risk_months"])
+    row = await conn.fetchrow(
+        "SELECT due_day, due_month_offset, grace_days, lapse_after_months FROM payment_terms"
+    )
+    if row is None:
+        return Terms()
+    return Terms(
+        row["due_day"], row["due_month_offset"], row["grace_days"], row["lapse_after_months"]
+    )
 
 
 async def line_months(conn: asyncpg.Connection | asyncpg.Pool) -> list[LineMonth]:
@@ -51,7 +66,27 @@ async def arrears_now(
     conn: asyncpg.Connection | asyncpg.Pool, today: date
 ) -> tuple[list[LineMonth], dict[str, LineArrearsState]]:
     months = await line_months(conn)
-    return months, line_arrears(months, today, await load_terms(conn))
+    arrears = line_arrears(months, today, await load_terms(conn))
+    missed = [(line, p) for line, s in arrears.items() for p in s.overdue]
+    if missed:
+        rows = await conn.fetch(
+            "SELECT l.funding_line, count(DISTINCT l.participant_id) AS n FROM ledger l"
+            " JOIN unnest($1::text[], $2::text[]) AS m(f, p)"
+            " ON l.funding_line = m.f AND l.period = m.p GROUP BY 1",
+            [m[0] for m in missed],
+            [m[1] for m in missed],
+        )
+        for r in rows:
+            arrears[r["funding_line"]].people_at_risk = int(r["n"])
+    return months, arrears
+
+
+async def funded_places(conn: asyncpg.Connection | asyncpg.Pool) -> dict[tuple[str, int], int]:
+    """(line, fiscal year) -> the places that year's allocation pays for."""
+    rows = await conn.fetch(
+        "SELECT funding_line, fiscal_year, places FROM budgets WHERE places IS NOT NULL"
+    )
+    return {(r["funding_line"], r["fiscal_year"]): int(r["places"]) for r in rows}
 
 
 async def budget_position(
@@ -75,6 +110,7 @@ async def build_events(
     if not rows:
         return []
     budgets = await budget_position(conn)
+    places = await funded_places(conn)
     months, arrears = await arrears_now(conn, today)
     paid = {(m.funding_line, m.period): m for m in months}
     out = []
@@ -85,6 +121,7 @@ async def build_events(
         m = paid.get((line, period))
         state = arrears.get(line)
         paid_idr = m.paid_idr if m else 0
+        funded = places.get((line, fiscal_year(period)))
         out.append(
             PremiumSummaryWithArrears(
                 funding_line=FundingLine(line),
@@ -101,7 +138,8 @@ async def build_events(
                 paid_idr=paid_idr,
                 outstanding_idr=max(0, amount - paid_idr),
                 overdue_periods=list(state.overdue) if state else [],
-                lapse_risk=state.lapse_risk if state else False,
+                **arrears_fields(state),
+                **places_fields(funded, r["participants"], int(r["jkk_idr"]) + int(r["jkm_idr"])),
             )
         )
     await _budget_alerts(
@@ -191,3 +229,39 @@ async def mark_line_changed(conn: asyncpg.Connection, lines: list[str]) -> None:
         " GROUP BY 1) l WHERE s.funding_line = l.funding_line AND s.period = l.period",
         lines,
     )
+
+
+async def warn_missed_due_dates(pool: asyncpg.Pool, today: date) -> int:
+    """Announce, once each, the due dates lines have missed: a warning log line and a
+    metric for finance, and the line's latest summary republished with its arrears.
+    Returns how many were announced now."""
+    async with pool.acquire() as conn, conn.transaction():
+        _, arrears = await arrears_now(conn, today)
+        missed = [(s, p) for s in arrears.values() for p in s.overdue]
+        if not missed:
+            return 0
+        terms = await load_terms(conn)
+        fresh = await insert_rows(
+            conn,
+            "arrears_alerts",
+            (("funding_line", "text"), ("period", "text"), ("missed_on", "date")),
+            [(s.funding_line, p, missed_on(p, terms)) for s, p in missed],
+            then="ON CONFLICT DO NOTHING RETURNING funding_line, period",
+        )
+        for r in fresh:
+            state = arrears[r["funding_line"]]
+            log.warning(
+                "contribution due date missed: participants at risk of losing cover",
+                extra={
+                    "funding_line": r["funding_line"],
+                    "period": r["period"],
+                    "due_date": due_date(r["period"], terms).isoformat(),
+                    "months_unpaid": state.months_unpaid,
+                    "people_at_risk": state.people_at_risk,
+                    "outstanding_idr": state.outstanding_idr,
+                    "lapses_on": state.lapses_on.isoformat() if state.lapses_on else None,
+                },
+            )
+            metrics.due_dates_missed.add(1, {"funding_line": r["funding_line"]})
+        await mark_line_changed(conn, sorted({r["funding_line"] for r in fresh}))
+        return len(fresh)

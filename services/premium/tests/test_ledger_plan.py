@@ -6,7 +6,6 @@ from datetime import date
 
 import pytest
 
-from perlinsos_premium.arrears import LineMonth, Terms, due_date, line_arrears, months_overdue
 from perlinsos_premium.budget import crossed
 from perlinsos_premium.rates import Rate, RateTable, RateTableError, rate_problems
 from perlinsos_premium.reconcile import Adjustment, LedgerRow, first_open_period, plan
@@ -58,26 +57,6 @@ def test_late_cover_in_a_closed_month_is_a_positive_adjustment_past_closed_month
 def test_missing_rate_is_an_error_not_a_zero() -> None:
     with pytest.raises(LookupError):
         plan("p1", {"2022-12": L}, {}, {}, set(), RATES)
-
-
-def test_due_date_and_overdue_months() -> None:
-    t = Terms()
-    m = LineMonth(L, "2025-09", 100, 0)
-    assert due_date("2025-12", t) == date(2026, 1, 15)
-    assert months_overdue(m, date(2025, 10, 15), t) == 0
-    assert months_overdue(m, date(2025, 10, 16), t) == 1
-    assert months_overdue(m, date(2025, 11, 15), t) == 1
-    assert months_overdue(m, date(2025, 11, 16), t) == 2
-    assert months_overdue(LineMonth(L, "2025-09", 100, 100), date(2026, 6, 1), t) == 0
-
-
-def test_lapse_risk_when_a_month_is_two_months_overdue() -> None:
-    t = Terms()
-    months = [LineMonth(L, "2025-09", 100, 0), LineMonth(L, "2025-10", 100, 50)]
-    early = line_arrears(months, date(2025, 11, 16), t)[L]
-    assert early.overdue == {"2025-09": 2, "2025-10": 1} and early.lapse_risk
-    paid = line_arrears([LineMonth(L, "2025-09", 100, 100)], date(2025, 12, 1), t)[L]
-    assert not paid.lapse_risk and paid.outstanding_idr == 0
 
 
 def test_budget_thresholds() -> None:

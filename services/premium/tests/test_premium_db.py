@@ -21,14 +21,14 @@ from perlinsos_premium.ledger import check_rates, roll_period
 from perlinsos_premium.queries import adjustments_booked, liability_by_line
 from perlinsos_premium.rates import RateTableError
 from perlinsos_premium.rolling import months_to_roll, roll_due_months
-from perlinsos_premium.summaries import publish_changed
+from perlinsos_premium.summaries import arrears_now, publish_changed, warn_missed_due_dates
 from perlinsos_shared.clock import BATAM_TZ, today_local
 from perlinsos_shared.consumer import Incoming
 from perlinsos_shared.db import open_service_db
 from perlinsos_shared.envelope import RawEnvelope
 from perlinsos_shared.outbox import Outbox
 
-pytestmark = pytest.mark.flow
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 L30 = "PERWAKO-30-2025"
 
@@ -264,3 +264,63 @@ async def test_a_roll_racing_exits_bills_no_month_after_an_exit(pool: asyncpg.Po
             current,
             L30,
         ) == len(people) - len(leaving)
+
+
+async def test_a_missed_due_date_is_announced_once_with_people_at_risk(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two unpaid months of a line, billed to three people: finance is warned once per
+    missed due date, the summary carries the months, the people and the lapse date."""
+    people = ["risk-1", "risk-2", "risk-3"]
+    await pool.execute(
+        "INSERT INTO covers SELECT p, $2, DATE '2025-10-01', NULL FROM unnest($1::text[]) p",
+        people,
+        L30,
+    )
+    for period in ("2025-10", "2025-11"):
+        async with pool.acquire() as conn, conn.transaction():
+            await roll_period(conn, period)
+    before_due = date(2025, 10, 15)
+    assert await warn_missed_due_dates(pool, before_due) == 0
+    caplog.set_level("WARNING", logger="perlinsos.premium")
+    assert await warn_missed_due_dates(pool, date(2025, 10, 16)) == 1  # October missed
+    assert await warn_missed_due_dates(pool, date(2025, 10, 20)) == 0  # said once
+    assert await warn_missed_due_dates(pool, date(2025, 11, 18)) == 1  # November (Mon 17)
+    warned = [r for r in caplog.records if "due date missed" in r.getMessage()]
+    assert [(r.__dict__["period"], r.__dict__["people_at_risk"]) for r in warned] == [
+        ("2025-10", 3),
+        ("2025-11", 3),
+    ]
+    assert all("risk-" not in str(r.__dict__) for r in warned)  # no participant ids
+    _, arrears = await arrears_now(pool, date(2025, 11, 18))
+    state = arrears[L30]
+    assert (state.months_unpaid, state.people_at_risk) == (2, 3)
+    assert state.lapses_on == date(2025, 12, 16)
+    published = await publish_changed(pool, date(2025, 11, 18))  # republished for finance
+    [summary] = [s for s in published if s.period == "2025-11"]
+    assert (summary.period, summary.lapse_risk, summary.months_unpaid) == ("2025-11", True, 2)
+    assert (summary.people_at_risk, summary.lapses_on) == (3, date(2025, 12, 16))
+
+
+async def test_holders_above_a_fallen_quota_are_reported_with_their_cost(
+    pool: asyncpg.Pool,
+) -> None:
+    """The 2026 allocation pays for fewer places than people hold: all stay billed, and
+    the summary and the export say how many are above and what they cost."""
+    await pool.execute(
+        "UPDATE budgets SET places = 2 WHERE funding_line = $1 AND fiscal_year = 2026", L30
+    )
+    people = [f"holder-{i}" for i in range(5)]
+    await pool.execute(
+        "INSERT INTO covers SELECT p, $2, DATE '2025-12-01', NULL FROM unnest($1::text[]) p",
+        people,
+        L30,
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await roll_period(conn, "2026-01")
+    [summary] = [s for s in await publish_changed(pool, date(2026, 1, 5)) if s.period == "2026-01"]
+    assert (summary.participants, summary.places_funded, summary.above_quota) == (5, 2, 3)
+    assert summary.above_quota_idr == 3 * 16_800
+    export = await gather(pool, "2026-01", date(2026, 1, 5))
+    [line] = [x for x in export.lines if x.funding_line == L30]
+    assert (line.places_funded, line.above_quota, line.above_quota_idr) == (2, 3, 50_400)

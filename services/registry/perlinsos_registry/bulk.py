@@ -195,11 +195,14 @@ async def publish_rows(
     agency: str,
     rows: list[tuple[str, dict[str, Any]]],
     on_sent: Callable[[int], None] | None = None,
+    keys_dir: Path | None = None,
 ) -> None:
-    """Publish (request_id, data) rows like an agency system: key NIK, structured CloudEvent."""
+    """Publish (request_id, data) rows like an agency system: key NIK, structured CloudEvent,
+    signed with the agency's key from `keys_dir` (default: the state directory's)."""
     await intake_client.publish_submissions(
         producer,
         ((agency, str(data.get("nik") or request_id), data) for request_id, data in rows),
         on_sent,
         flush_every=500,
+        keys_dir=keys_dir,
     )

@@ -17,10 +17,17 @@ from rich.table import Table
 
 from perlinsos_registry import bulk
 from perlinsos_registry.validation import normalise_nik
-from perlinsos_shared.db import create_pool
-from perlinsos_shared.kafka import make_producer
 from perlinsos_shared.masking import mask_nik, mask_phone
-from perlinsos_shared.settings import Settings, resolved_settings
+from perlinsos_shared.operator import (
+    bootstrap_servers,
+    database_url,
+    fail,
+    operator_pool,
+    operator_producer,
+    operator_settings,
+    with_pool,
+)
+from perlinsos_shared.settings import Settings
 
 console = Console()
 
@@ -30,13 +37,6 @@ app = typer.Typer(help="Operator commands of the registry service.", no_args_is_
 @app.callback()
 def _root() -> None:
     """Commands that read or act on the registry service's own state."""
-
-
-def _database_url(settings: Settings) -> str:
-    if not settings.database_url:
-        console.print("[red]DATABASE_URL is not set and no `perlinsos up` is running[/red]")
-        raise typer.Exit(2)
-    return settings.database_url
 
 
 def _masked(value: Any, show: bool) -> Any:
@@ -66,40 +66,35 @@ def _change_text(changes: dict[str, Any], show: bool) -> str:
     return "\n".join(parts)
 
 
-async def _audit(url: str, nik: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-    pool = await create_pool(url, "registry", max_size=1)
-    try:
-        changes = await pool.fetch(
-            "SELECT a.at, a.agency, a.request_id, a.action, a.changes, a.participant_id"
-            " FROM audit_log a JOIN participants p USING (participant_id)"
-            " WHERE p.nik = $1 ORDER BY a.id",
-            nik,
-        )
-        submissions = await pool.fetch(
-            "SELECT received_at, agency, request_id, kind, outcome, reasons FROM submissions"
-            " WHERE nik = $1 ORDER BY received_at, request_id",
-            nik,
-        )
-        return changes, submissions
-    finally:
-        await pool.close()
+async def _audit(pool: asyncpg.Pool, nik: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    changes = await pool.fetch(
+        "SELECT a.at, a.agency, a.request_id, a.action, a.changes, a.participant_id"
+        " FROM audit_log a JOIN participants p USING (participant_id)"
+        " WHERE p.nik = $1 ORDER BY a.id",
+        nik,
+    )
+    submissions = await pool.fetch(
+        "SELECT received_at, agency, request_id, kind, outcome, reasons FROM submissions"
+        " WHERE nik = $1 ORDER BY received_at, request_id",
+        nik,
+    )
+    return changes, submissions
 
 
 @app.command()
 def audit(
-    nik: str = typer.Argument(..., help="the participant's NIK"),
+    nik: str = typer.Argument(..., help="The participant's NIK (as submitted)."),
     show_nik: bool = typer.Option(
-        False, "--show-nik", help="show NIK, names and phones unmasked (personal data)"
+        False, "--show-nik", help="Show NIK, names and phones unmasked (personal data)."
     ),
 ) -> None:
     """Every change to one participant (who, under which request, when, what), and every
     submission that concerned the NIK, refusals included."""
     nik = normalise_nik(nik)
     who = nik if show_nik else mask_nik(nik)
-    changes, submissions = asyncio.run(_audit(_database_url(resolved_settings()), nik))
+    changes, submissions = with_pool("registry", lambda pool: _audit(pool, nik))
     if not changes and not submissions:
-        console.print(f"no participant or submission for NIK {who}")
-        raise typer.Exit(1)
+        fail(f"no participant or submission for NIK {who}", 1)
     table = Table(title=f"changes to participant {who}")
     for col in ("time", "agency", "request id", "action", "what changed"):
         table.add_column(col)
@@ -140,7 +135,9 @@ def _intake_root() -> None:
 
 @intake_app.command()
 def template(
-    path: Path = typer.Argument(Path("perlinsos-intake-template.csv"), help="where to write it"),
+    path: Path = typer.Argument(
+        Path("perlinsos-intake-template.csv"), help="Where to write the template."
+    ),
 ) -> None:
     """Write the bulk-import template CSV (header and one example row)."""
     path.write_text(bulk.template_csv(), encoding="utf-8")
@@ -154,9 +151,8 @@ def template(
 
 
 async def _outcomes(
-    url: str, agency: str, request_ids: list[str]
+    pool: asyncpg.Pool, agency: str, request_ids: list[str]
 ) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-    pool = await create_pool(url, "registry", max_size=1)
     try:
         rows = await pool.fetch(
             "SELECT request_id, outcome, reasons FROM submissions"
@@ -166,8 +162,6 @@ async def _outcomes(
         )
     except asyncpg.UndefinedTableError:
         rows = []
-    finally:
-        await pool.close()
     return {
         r["request_id"]: (
             r["outcome"],
@@ -184,36 +178,36 @@ async def run_import(
     agency: str,
     timeout: float,
     progress: Progress | None = None,
+    keys_dir: Path | None = None,
 ) -> list[bulk.RowOutcome]:
     """Publish every row, wait for every outcome (or the timeout), return them in row order."""
     rows = bulk.read_rows(csv_text)
     submissions = [
         bulk.row_to_submission(row, agency, i, file_stem) for i, row in enumerate(rows, start=2)
     ]
-    producer = make_producer(settings, "perlinsos-intake-import")
-    await producer.start()
-    try:
+    request_ids = sorted({rid for rid, _ in submissions})
+    # The database first: rows published with no way to read their outcomes help nobody.
+    async with (
+        operator_pool("registry", settings=settings) as pool,  # reads the outcomes
+        operator_producer("perlinsos-intake-import", settings) as producer,
+    ):
         task = progress.add_task("publishing", total=len(submissions)) if progress else None
 
         def sent(n: int) -> None:
             if progress is not None and task is not None:
                 progress.advance(task, n)
 
-        await bulk.publish_rows(producer, agency, submissions, sent)
-    finally:
-        await producer.stop()
-    request_ids = [rid for rid, _ in submissions]
-    url = _database_url(settings)
-    wait = progress.add_task("outcomes", total=len(set(request_ids))) if progress else None
-    deadline = time.monotonic() + timeout
-    found: dict[str, tuple[str, list[dict[str, Any]]]] = {}
-    while True:
-        found = await _outcomes(url, agency, sorted(set(request_ids)))
-        if progress is not None and wait is not None:
-            progress.update(wait, completed=len(found))
-        if len(found) >= len(set(request_ids)) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.25)
+        await bulk.publish_rows(producer, agency, submissions, sent, keys_dir)
+        wait = progress.add_task("outcomes", total=len(request_ids)) if progress else None
+        deadline = time.monotonic() + timeout
+        found: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        while True:
+            found = await _outcomes(pool, agency, request_ids)
+            if progress is not None and wait is not None:
+                progress.update(wait, completed=len(found))
+            if len(found) >= len(request_ids) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
     # A row's outcome is committed with the batch that decided it (a NIK duplicate too),
     # so whatever is read here is final.
     out = []
@@ -229,18 +223,22 @@ async def run_import(
 
 @intake_app.command("import")
 def import_(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="the agency's CSV"),
-    agency: str = typer.Option(..., "--agency", help="agency code, e.g. DISHUB"),
-    timeout: float = typer.Option(120, help="seconds to wait for every outcome"),
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The agency's CSV file."),
+    agency: str = typer.Option(..., "--agency", help="The agency's code, e.g. DISHUB."),
+    timeout: float = typer.Option(120, help="Seconds to wait for every outcome."),
+    keys: Path | None = typer.Option(
+        None,
+        "--keys",
+        file_okay=False,
+        help="The folder of the agency's signing keys (FOLDER/AGENCY/KEY-ID.pem);"
+        " default: the state directory's, which `perlinsos up` makes for the demo agencies.",
+    ),
 ) -> None:
     """Publish each row through registry.intake.v1 (as the agency), wait for the outcomes,
     and write FILE.result.csv beside the input."""
-    settings = resolved_settings()
-    if not settings.kafka_bootstrap_servers:
-        console.print(
-            "[red]KAFKA_BOOTSTRAP_SERVERS is not set and no `perlinsos up` is running[/red]"
-        )
-        raise typer.Exit(2)
+    settings = operator_settings()
+    bootstrap_servers(settings)
+    database_url(settings)
     agency = agency.strip().upper()
     with Progress(
         TextColumn("{task.description}"),
@@ -250,7 +248,9 @@ def import_(
         console=console,
     ) as progress:
         text = file.read_text(encoding="utf-8-sig")
-        outcomes = asyncio.run(run_import(settings, text, file.stem, agency, timeout, progress))
+        outcomes = asyncio.run(
+            run_import(settings, text, file.stem, agency, timeout, progress, keys)
+        )
     target = bulk.result_path(file)
     bulk.write_results(target, outcomes)
     counts = {

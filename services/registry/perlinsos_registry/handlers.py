@@ -32,6 +32,7 @@ from perlinsos_registry.intake import (
     read_intake,
     wanted,
 )
+from perlinsos_registry.origin import Origin
 from perlinsos_registry.reasons import reason
 from perlinsos_registry.store import IntakeStore, PgIntakeStore
 from perlinsos_registry.validation import agency_of_source, identity
@@ -41,7 +42,13 @@ from perlinsos_shared.envelope import make_event
 from perlinsos_shared.events import IntakeRejected, Reason
 from perlinsos_shared.masking import mask_nik
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS, rejection_key
+from perlinsos_shared.topics import (
+    INTAKE,
+    INTAKE_REJECTED,
+    PARTICIPANTS,
+    agency_replies_topic,
+    rejection_key,
+)
 
 SOURCE = "perlinsos/registry"
 IN_REPLY_TO = "in-reply-to"
@@ -65,8 +72,11 @@ def reject(
     request_id: str | None,
     nik: str | None,
     reasons: list[Reason],
+    policy: AgencyPolicy | None = None,
 ) -> None:
-    """A `perlinsos.intake.rejected.v1` reply to the agency (NIK masked)."""
+    """A `perlinsos.intake.rejected.v1` reply to the agency (NIK masked): on the shared
+    replies topic and, for an agency of the `policy`, on its own one
+    (`registry.intake-rejected.<AGENCY>.v2`, which only that agency may read)."""
     event = make_event(
         SOURCE,
         IntakeRejected(
@@ -76,15 +86,23 @@ def reject(
             reasons=reasons,
         ),
     )
-    outbox.add(INTAKE_REJECTED.name, rejection_key(agency, request_id), event, _reply_headers(m))
+    key, headers = rejection_key(agency, request_id), _reply_headers(m)
+    outbox.add(INTAKE_REJECTED.name, key, event, headers)
+    if policy is not None and policy.is_known(agency):
+        outbox.add(agency_replies_topic(agency), key, event, headers)
 
 
-def emit(plan: IntakePlan, messages: Sequence[Incoming], outbox: Outbox) -> None:
+def emit(
+    plan: IntakePlan,
+    messages: Sequence[Incoming],
+    outbox: Outbox,
+    policy: AgencyPolicy | None = None,
+) -> None:
     """The plan's answers, in arrival order, into the outbox."""
     for out in plan.outputs:
         m = messages[out.at]
         if isinstance(out, Reply):
-            reject(outbox, m, out.agency, out.request_id, out.nik, out.reasons)
+            reject(outbox, m, out.agency, out.request_id, out.nik, out.reasons, policy)
         elif isinstance(out, DeadLetter):
             dead_letter(outbox, INTAKE, m.record, out.error)
         elif isinstance(out, Emit):
@@ -101,9 +119,20 @@ async def apply_intake(
     *,
     now: datetime | None = None,
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    origin: Origin | None = None,
 ) -> IntakePlan:
-    """Validate, load, plan, write, emit: one batch, in the caller's transaction."""
-    plain = [IntakeMessage(m.id, m.type, m.envelope.source, m.envelope.data) for m in messages]
+    """Validate, load, plan, write, emit: one batch, in the caller's transaction. With an
+    `origin` (always, in the service), a message its agency did not sign is refused."""
+    plain = [
+        IntakeMessage(
+            m.id,
+            m.type,
+            m.envelope.source,
+            m.envelope.data,
+            origin_verified=origin is None or origin.verified(m),
+        )
+        for m in messages
+    ]
     reads = read_intake(plain, policy)
     pairs, niks = wanted(reads)
     ids = [m.id for m in plain]
@@ -112,18 +141,18 @@ async def apply_intake(
         known = await store.load(pairs, niks)
         plan = plan_intake(reads, known, policy, now=at, event_ids=ids, new_id=new_id)
         if await store.write(plan):
-            emit(plan, messages, outbox)
+            emit(plan, messages, outbox, policy)
             return plan
     raise IntakeRaced(f"state changed under the batch {PLAN_ATTEMPTS} times")
 
 
-def make_handler(policy: AgencyPolicy) -> Handler:
-    """The handler of `registry.intake.v1` under this agency policy."""
+def make_handler(policy: AgencyPolicy, origin: Origin) -> Handler:
+    """The handler of `registry.intake.v1` under this agency policy and these agency keys."""
 
     async def handle_intake(
         conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox
     ) -> None:
-        await apply_intake(PgIntakeStore(conn), messages, outbox, policy)
+        await apply_intake(PgIntakeStore(conn), messages, outbox, policy, origin=origin)
 
     return handle_intake
 

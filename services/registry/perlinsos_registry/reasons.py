@@ -6,9 +6,30 @@ one; a new problem gets a new code.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from perlinsos_shared.events import Reason
 
-MESSAGES: dict[str, str] = {
+# Every code registry can give: a typo in a `reason(...)` call fails the type check.
+IntakeCode = Literal[
+    "SCHEMA_INVALID",
+    "NIK_INVALID",
+    "BIRTH_DATE_MISMATCH",
+    "SEX_MISMATCH",
+    "PHONE_INVALID",
+    "PHONE_NOT_MOBILE",
+    "ADDRESS_INCOMPLETE",
+    "EVIDENCE_MISSING",
+    "AGENCY_NOT_ALLOWED",
+    "DUPLICATE_NIK",
+    "UNKNOWN_NIK",
+    "EXIT_BEFORE_ENROLMENT",
+    "ALREADY_EXITED",
+    "UNKNOWN_EVENT_TYPE",
+    "SOURCE_UNVERIFIED",
+]
+
+MESSAGES: dict[IntakeCode, str] = {
     "SCHEMA_INVALID": "Format pesan tidak sesuai kontrak intake",
     "NIK_INVALID": "NIK tidak valid (harus 16 digit dengan kode wilayah dan tanggal lahir yang sah)",
     "BIRTH_DATE_MISMATCH": "Tanggal lahir tidak sesuai dengan NIK",
@@ -27,7 +48,7 @@ MESSAGES: dict[str, str] = {
 }
 
 
-def reason(code: str, field: str | None = None, detail: str | None = None) -> Reason:
+def reason(code: IntakeCode, field: str | None = None, detail: str | None = None) -> Reason:
     message = MESSAGES[code]
     if detail:
         message = f"{message}: {detail}"

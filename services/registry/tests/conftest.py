@@ -20,6 +20,7 @@ from perlinsos_cli.stack import Stack
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.envelope import CONTENT_TYPE
 from perlinsos_shared.settings import Settings
+from perlinsos_shared.signing import HEADER, sign_as_claimed
 from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS
 
 OUTPUT_TOPICS = (INTAKE_REJECTED.name, PARTICIPANTS.name, INTAKE.dlq)
@@ -70,6 +71,12 @@ def _out(r: ConsumerRecord[Any, Any]) -> Out:
     )
 
 
+def _signed(value: bytes) -> list[tuple[str, bytes]]:
+    """Sign as the agency the message claims to be (origin is tested on its own)."""
+    sig = sign_as_claimed(value)
+    return [(HEADER, sig.encode())] if sig else []
+
+
 @dataclass
 class IntakeClient:
     bootstrap: str
@@ -89,6 +96,7 @@ class IntakeClient:
                     value,
                     key=key.encode() if key is not None else None,
                     headers=[("content-type", CONTENT_TYPE.encode())]
+                    + _signed(value)
                     + [(k, v.encode()) for k, v in (headers or {}).items()],
                 )
                 for key, value, headers in items

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from perlinsos_cli.cohort import generate_cohort
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.events import EnrolmentSubmitted
+from perlinsos_shared.signing import HEADER, default_keys_dir, signing_key
 from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS
 
 from .conftest import IntakeClient
@@ -40,6 +41,8 @@ def binary_record(
         "content-type": content_type,
     }
     value = data if isinstance(data, bytes) else json.dumps(data).encode()
+    # signed by the agency, over the value and the ce_* headers (proof of origin)
+    headers[HEADER] = signing_key(default_keys_dir(), agency).sign(value, headers)
     return event_id, value, [(k, v.encode()) for k, v in headers.items()]
 
 

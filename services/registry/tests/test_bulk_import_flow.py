@@ -37,7 +37,7 @@ def test_import_writes_results_and_audit_lists_changes(
 ) -> None:
     source = tmp_path / "dishub-oktober.csv"
     source.write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
-    monkeypatch.setattr(cli, "resolved_settings", lambda: settings)
+    monkeypatch.setattr("perlinsos_shared.operator.resolved_settings", lambda: settings)
     monkeypatch.setattr(cli, "console", Console(width=300))
 
     result = CliRunner().invoke(cli.intake_app, ["import", str(source), "--agency", "dishub"])

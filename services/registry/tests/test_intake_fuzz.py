@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from perlinsos_cli.stack import Stack
 from perlinsos_shared.envelope import CONTENT_TYPE, RawEnvelope
 from perlinsos_shared.events import EnrolmentSubmitted
+from perlinsos_shared.signing import HEADER, sign_as_claimed
 from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS
 
 pytestmark = pytest.mark.flow
@@ -172,9 +173,11 @@ class Tracker:
     async def run(self, messages: list[tuple[bytes | None, bytes]], used_ids: set[str]) -> None:
         sent = []
         for key, value in messages:
-            meta = await self.producer.send_and_wait(
-                INTAKE.name, value, key=key, headers=[("content-type", CONTENT_TYPE.encode())]
-            )
+            # signed as the agency it claims to be: origin has its own tests
+            sig = sign_as_claimed(value)
+            headers = [("content-type", CONTENT_TYPE.encode())]
+            headers += [(HEADER, sig.encode())] if sig else []
+            meta = await self.producer.send_and_wait(INTAKE.name, value, key=key, headers=headers)
             try:
                 envelope: RawEnvelope | None = RawEnvelope.model_validate_json(value)
             except ValueError:

@@ -30,7 +30,12 @@ from perlinsos_shared.db import create_pool, open_service_db
 from perlinsos_shared.envelope import RawEnvelope
 from perlinsos_shared.events import EnrolmentSubmitted, ExitReported
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.topics import INTAKE, INTAKE_REJECTED, PARTICIPANTS
+from perlinsos_shared.topics import (
+    INTAKE,
+    INTAKE_REJECTED,
+    PARTICIPANTS,
+    agency_replies_topic,
+)
 
 POLICY = AgencyPolicy.load()
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=BATAM_TZ)
@@ -211,11 +216,18 @@ async def test_enrolment_refusal_and_dead_letter_land_in_store_and_outbox(backen
     assert v.memberships == {(pid, 1): ("DISHUB", "DISHUB-1", None)}
     assert v.audit == [(pid, "DISHUB-1", "enrolled")]
     events = _events(outbox)
-    assert [t for t, _ in events] == [PARTICIPANTS.name, INTAKE_REJECTED.name, INTAKE.dlq]
+    dishub_own = agency_replies_topic("DISHUB")  # the reply again, where only DISHUB reads
+    assert [t for t, _ in events] == [
+        PARTICIPANTS.name,
+        INTAKE_REJECTED.name,
+        dishub_own,
+        INTAKE.dlq,
+    ]
     assert events[0][1]["data"]["participant_id"] == pid
     assert events[1][1]["data"]["nik_masked"] == "217110********02"
-    assert [h[IN_REPLY_TO] for h in outbox.headers[:2]] == [msgs[0].id, msgs[1].id]
-    assert outbox.headers[2]["x-dlq-error"].startswith("SCHEMA_INVALID")
+    assert events[2][1] == events[1][1]
+    assert [h[IN_REPLY_TO] for h in outbox.headers[:3]] == [msgs[0].id, msgs[1].id, msgs[1].id]
+    assert outbox.headers[3]["x-dlq-error"].startswith("SCHEMA_INVALID")
 
 
 async def test_a_resubmission_in_a_later_batch_changes_nothing(backend: Backend) -> None:
@@ -233,7 +245,7 @@ async def test_duplicate_nik_across_batches_names_the_first_agency(backend: Back
     _, outbox = await backend.run([incoming(ENROL, enrolment(1, agency="DISNAKER"))])
     v = await backend.view()
     assert v.submissions[("DISNAKER", "DISNAKER-1")][1:3] == ("rejected", ["DUPLICATE_NIK"])
-    (event,) = [e for _, e in _events(outbox)]
+    (event,) = [e for t, e in _events(outbox) if t == INTAKE_REJECTED.name]
     assert "DISHUB" in event["data"]["reasons"][0]["message"]
 
 
@@ -248,7 +260,10 @@ async def test_the_duplicate_nik_race_is_lost_cleanly_and_replanned(backend: Bac
     assert [p[3] for p in v.participants.values()] == ["DISNAKER"]
     assert v.submissions[("DISHUB", "DISHUB-1")][1:3] == ("rejected", ["DUPLICATE_NIK"])
     assert len(v.memberships) == 1 and [a[2] for a in v.audit] == ["enrolled"]
-    assert [t for t, _ in _events(outbox)] == [INTAKE_REJECTED.name]
+    assert [t for t, _ in _events(outbox)] == [
+        INTAKE_REJECTED.name,
+        agency_replies_topic("DISHUB"),
+    ]
     assert plan.enrolments == []
 
 

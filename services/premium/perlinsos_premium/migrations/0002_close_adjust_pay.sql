@@ -52,7 +52,7 @@ CREATE TABLE payments (
 );
 CREATE INDEX payments_line_period ON payments (funding_line, period);
 
--- Payment terms: data, since the BPU due date is unconfirmed (DOMAIN.md).
+-- Payment terms: data, since the BPU due date is unconfirmed (docs/domain.md).
 CREATE TABLE payment_terms (
     id                int  PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     due_day           int  NOT NULL CHECK (due_day BETWEEN 1 AND 28),

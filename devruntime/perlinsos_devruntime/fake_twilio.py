@@ -9,10 +9,11 @@ Basic auth is checked. Faults are scripted per POST, in arrival order, with `scr
 `"ok"`, `"429"` (with `Retry-After`), `"500"`, `"503"`, `"slow"` (answers after a delay,
 the message taken), `"slow-lost"` (a delay, then 500: not taken), `"drop-before"` (the
 connection closes, nothing taken), `"drop-after"` (taken, then the connection closes
-without an answer). Unscripted POSTs are accepted, after `latency_s`.
+without an answer). Unscripted POSTs are accepted, after `latency_s`. Outages: `down`
+(every POST 503) and `list_failing` (every list request 500), switched by the test.
 
 Runs on its own event loop in a thread (`start()` / `stop()`), so a test process and a
-notify subprocess can both talk to it; `python -m perlinsos_notify.testing --port N`
+notify subprocess can both talk to it; `python -m perlinsos_devruntime.fake_twilio --port N`
 runs it as a process of its own (benchmarks).
 """
 
@@ -66,6 +67,10 @@ class FakeTwilio:
     retry_after_s: float = 1.0
     messages: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
+    # outages, switched on and off by a test: every POST answers 503 while `down`; every
+    # list request (GET) answers 500 while `list_failing`
+    down: bool = False
+    list_failing: bool = False
 
     def __post_init__(self) -> None:
         self._script: deque[Fault] = deque()
@@ -225,6 +230,9 @@ class FakeTwilio:
         if not self._authorised(request):
             self.requests.append(Received(method, path, 401, "none"))
             return 401, {"code": 20003, "message": "Authenticate", "status": 401}, []
+        if method == "GET" and self.list_failing:
+            self.requests.append(Received(method, path, 500, "list-failing"))
+            return 500, {"code": 20500, "message": "Internal error", "status": 500}, []
         if method == "GET":
             self.requests.append(Received(method, path, 200, "none"))
             return 200, self._list(dict(parse_qsl(split.query)), split.path), []
@@ -232,7 +240,10 @@ class FakeTwilio:
             return 405, {"code": 20004, "message": "method not allowed", "status": 405}, []
         form = dict(parse_qsl(body.decode()))
         with self._lock:
-            step = self._script.popleft() if self._script else Fault("ok")
+            if self.down:
+                step = Fault("503")
+            else:
+                step = self._script.popleft() if self._script else Fault("ok")
         received = Received(method, path, None, step.kind)
         self.requests.append(received)  # on arrival: a slow answer is still a request
         if self.latency_s and step.kind == "ok":
@@ -358,7 +369,7 @@ class FakeTwilio:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m perlinsos_notify.testing")
+    parser = argparse.ArgumentParser(prog="python -m perlinsos_devruntime.fake_twilio")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--account-sid", default="AC" + "0" * 32)
     parser.add_argument("--auth-token", default="test-token")
