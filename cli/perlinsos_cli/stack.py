@@ -246,7 +246,7 @@ class Stack:
     def start_services(
         self,
         names: tuple[str, ...] = SERVICES,
-        timeout: float = 60,
+        timeout: float = START_TIMEOUT_S,
         extra_env: dict[str, str] | None = None,
     ) -> list[ServiceProcess]:
         """Start one process per name (a name twice: two instances in one consumer group)."""
@@ -285,7 +285,7 @@ class Stack:
             port += len(SERVICES)
         return port
 
-    def wait_ready(self, services: list[ServiceProcess], timeout: float = 60) -> None:
+    def wait_ready(self, services: list[ServiceProcess], timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         for svc in services:
             while not _ready(svc.health_url):
