@@ -28,9 +28,9 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from faults.harness import FaultRun, read_db
+from faults.harness import FaultRun
 from perlinsos_shared.clock import current_period
-from perlinsos_shared.topics import CATALOGUE, Topic
+from perlinsos_shared.topics import CATALOGUE, INTAKE, INTAKE_REJECTED, Topic
 
 Inject = Callable[[FaultRun, asyncio.Event], Coroutine[Any, Any, int]]
 Check = Callable[[FaultRun, int], Awaitable[str]]
@@ -185,6 +185,14 @@ def _poison_values(topic: Topic, size_limit: int) -> list[bytes]:
     return [b"\x00not json{", orjson.dumps(wrong_type), orjson.dumps(long_id), orjson.dumps(big)]
 
 
+def _replied_to_poison(value: bytes | None) -> bool:
+    try:
+        data = orjson.loads(value or b"").get("data") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(data, dict) and data.get("agency") == "POISON"
+
+
 POISON_SIZE_LIMIT = 1_000_000  # the producer's default max request size, about 1 MB
 
 
@@ -208,7 +216,8 @@ async def poison_every_topic(run: FaultRun, done: asyncio.Event, *, at_s: float 
 
 
 async def poison_dead_lettered(run: FaultRun, injected: int) -> str:
-    """Each poison message is on its topic's dead-letter twin (at least once)."""
+    """Each poison message is handled: on its topic's dead-letter twin (at least once), or,
+    on intake, answered to the agency on the reply topic with reason codes."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=run.bootstrap,
         auto_offset_reset="earliest",
@@ -218,25 +227,28 @@ async def poison_dead_lettered(run: FaultRun, injected: int) -> str:
     await consumer.start()
     try:
         parts = [TopicPartition(t.dlq, p) for t in _consumed_topics() for p in range(t.partitions)]
+        parts += [
+            TopicPartition(INTAKE_REJECTED.name, p) for p in range(INTAKE_REJECTED.partitions)
+        ]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         per_topic: dict[str, int] = {}
+        refused = 0
         quiet = 0
         while quiet < 3:
             batches = await consumer.getmany(timeout_ms=700)
             quiet = 0 if batches else quiet + 1
             for tp, records in batches.items():
-                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + len(records)
+                if tp.topic == INTAKE_REJECTED.name:
+                    # A message that decodes but is wrong is answered with reason codes
+                    # (registry tells agency POISON) rather than dead-lettered.
+                    refused += sum(1 for r in records if _replied_to_poison(r.value))
+                else:
+                    per_topic[tp.topic] = per_topic.get(tp.topic, 0) + len(records)
     finally:
         await consumer.stop()
-    # On intake, a message that decodes but is wrong gets a refusal with reason codes
-    # (registry answers agency POISON) rather than a dead letter: both are handled.
-    refused = await read_db(
-        run, lambda conn: conn.fetchval("SELECT count(*) FROM registry.submissions"
-                                        " WHERE agency = 'POISON'")
-    )  # fmt: skip
     handled = dict(per_topic)
-    handled["registry.intake.v1.dlq"] = handled.get("registry.intake.v1.dlq", 0) + int(refused)
+    handled[INTAKE.dlq] = handled.get(INTAKE.dlq, 0) + refused
     expected_per_topic = injected // max(1, len(_consumed_topics()))
     short = {t.dlq: handled.get(t.dlq, 0) for t in _consumed_topics()
              if handled.get(t.dlq, 0) < expected_per_topic}  # fmt: skip
