@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -166,3 +166,16 @@ def stack(settings: Settings) -> Iterator[Stack]:
     s.start()
     yield s
     s.stop()
+
+
+@pytest.fixture
+async def own_postgres(infra_mode: str, tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
+    """A PostgreSQL server of this test's own, which the test may stop and start again."""
+    if infra_mode != "embedded":
+        pytest.skip("restarts PostgreSQL: needs a server of its own (the embedded one)")
+    pg = EmbeddedPostgres(tmp_path / "pg", port=free_port())
+    await asyncio.to_thread(pg.start)
+    try:
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.stop)

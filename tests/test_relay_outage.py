@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +47,6 @@ def _via(url: str, port: int) -> str:
     head, _, tail = url.partition("@")
     host_port, _, rest = tail.partition("/")
     return f"{head}@{host_port.rsplit(':', 1)[0]}:{port}/{rest}"
-
-
-@pytest.fixture
-async def postgres(infra_mode: str, tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
-    if infra_mode != "embedded":
-        pytest.skip("restarts PostgreSQL: needs a server of its own (the embedded one)")
-    pg = EmbeddedPostgres(tmp_path / "pg", port=free_port())
-    await asyncio.to_thread(pg.start)
-    try:
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
 
 
 async def _write(url: str, first: int, count: int) -> None:
@@ -125,14 +112,14 @@ async def _until(condition: Any, what: str, timeout: float = 60) -> None:
 
 
 async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
-    postgres: EmbeddedPostgres,
+    own_postgres: EmbeddedPostgres,
     kafka_bootstrap: str,
     settings: Settings,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="perlinsos.supervisor")
-    direct = postgres.admin_url
-    proxy = await asyncio.to_thread(TcpProxy(postgres.port).start)
+    direct = own_postgres.admin_url
+    proxy = await asyncio.to_thread(TcpProxy(own_postgres.port).start)
     settings = settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap})
     await ensure_topics(settings)
     # the relay reaches PostgreSQL only through the proxy; the command timeout bounds a
@@ -174,10 +161,10 @@ async def test_relay_keeps_working_across_postgres_unreachable_and_restarted(
 
         # 2. PostgreSQL restarted (fast shutdown, then started again on the same data)
         await _write(direct, 250, 50)
-        await asyncio.to_thread(postgres.stop)
+        await asyncio.to_thread(own_postgres.stop)
         await _until(lambda: supervisor.failing() == ["outbox-relay"], "relay not failing")
         await asyncio.sleep(2)
-        await asyncio.to_thread(postgres.start)
+        await asyncio.to_thread(own_postgres.start)
         await _write(direct, 300, 50)
         await received.wait_for(350)
         await _until(lambda: supervisor.failing() == [], "relay did not recover", timeout=30)

@@ -15,13 +15,11 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from perlinsos_devruntime.embedded import EmbeddedPostgres, free_port
+from perlinsos_devruntime.embedded import EmbeddedPostgres
 from perlinsos_devruntime.fake_twilio import FakeTwilio
 from perlinsos_devruntime.tcpproxy import TcpProxy
 from perlinsos_notify.providers import make_provider
@@ -36,18 +34,6 @@ pytestmark = pytest.mark.flow
 OUTAGE_S = float(os.environ.get("PERLINSOS_TEST_OUTAGE_S", "20"))
 
 
-@pytest.fixture
-async def postgres(infra_mode: str, tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
-    if infra_mode != "embedded":
-        pytest.skip("restarts PostgreSQL: needs a server of its own (the embedded one)")
-    pg = EmbeddedPostgres(tmp_path / "pg", port=free_port())
-    await asyncio.to_thread(pg.start)
-    try:
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
-
-
 async def _until(condition: Any, what: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while not await condition():
@@ -56,13 +42,13 @@ async def _until(condition: Any, what: str, timeout: float = 90) -> None:
 
 
 async def test_sender_keeps_working_across_postgres_unreachable_and_restarted(
-    postgres: EmbeddedPostgres, fake: FakeTwilio, caplog: pytest.LogCaptureFixture
+    own_postgres: EmbeddedPostgres, fake: FakeTwilio, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="perlinsos.supervisor")
     settings = sms_settings(fake, sms_batch_size=20)
     fake.latency_s = 0.01
-    direct_url = postgres.admin_url
-    proxy = await asyncio.to_thread(TcpProxy(postgres.port).start)
+    direct_url = own_postgres.admin_url
+    proxy = await asyncio.to_thread(TcpProxy(own_postgres.port).start)
     direct = await open_service_db(direct_url, "notify", pool_size=2)
     host, _, port = direct_url.partition("@")[2].partition("/")[0].rpartition(":")
     pool = await open_service_db(
@@ -115,10 +101,10 @@ async def test_sender_keeps_working_across_postgres_unreachable_and_restarted(
 
         # 2. PostgreSQL restarted (fast shutdown, then started on the same data)
         await direct.close()
-        await asyncio.to_thread(postgres.stop)
+        await asyncio.to_thread(own_postgres.stop)
         await _until(sender_failing, "sender not failing")
         await asyncio.sleep(2)
-        await asyncio.to_thread(postgres.start)
+        await asyncio.to_thread(own_postgres.start)
         direct = await open_service_db(direct_url, "notify", pool_size=2)
         await decide(40)
         await _until(all_accepted, "messages not sent after the restart", timeout=120)
