@@ -22,8 +22,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from perlinsos_cli.stack import Stack
 from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.settings import Settings, get_settings
 
 

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.stack import Stack
 from perlinsos_eligibility import cli
 from perlinsos_eligibility.rules import load_rule_book
 from perlinsos_shared.clock import BATAM_TZ, today_local
