@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.stack import Stack
 
 LARGE = 10_000
 TOP = 15

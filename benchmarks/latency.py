@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from perlinsos_cli.cohort import Submission, generate_cohort
+from perlinsos_devruntime.cohort import Submission, generate_cohort
 from perlinsos_shared import intake_client
 
 TICK_S = 0.05

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from perlinsos_cli.agency import publish_submissions
-from perlinsos_cli.cohort import Submission, generate_cohort
+from perlinsos_devruntime.agency import publish_submissions
+from perlinsos_devruntime.cohort import Submission, generate_cohort
 from perlinsos_shared.topics import DECISIONS, DELIVERIES, INTAKE_REJECTED
 
 STEP = 100_000

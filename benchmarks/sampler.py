@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.stack import Stack
 
 
 @dataclass

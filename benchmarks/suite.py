@@ -34,8 +34,8 @@ from benchmarks.floor import run_floor
 from benchmarks.provider import env as provider_env
 from benchmarks.sampler import Sampler, cpu_seconds, stack_pids
 from perlinsos_cli.cohort_run import generate, run_cohort
-from perlinsos_cli.stack import SERVICES, Stack
 from perlinsos_devruntime.embedded import free_port
+from perlinsos_devruntime.stack import SERVICES, Stack
 from perlinsos_shared.gc_tuning import tune_gc
 from perlinsos_shared.intake_client import submission_event
 from perlinsos_shared.settings import Settings
