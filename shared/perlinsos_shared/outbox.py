@@ -18,6 +18,18 @@ batch in flight holds its rows (`FOR UPDATE`) so a replay waits for it and then 
 those rows too. While the broker is being rebuilt, `hold` stops every relay of the
 service from publishing, so that no row written meanwhile reaches the empty broker
 before the older rows it depends on (an exit before its enrolment); `replay` lifts it.
+
+A row the broker (or the producer) refuses for itself, deterministically (a record
+larger than it accepts), would otherwise fail its batch forever and stop every row behind
+it. When a batch fails only with such refusals, each refused row is sent again alone;
+one refused again is marked refused (`refused_at`, `refusal`: the error, no content),
+counted in `perlinsos.outbox.refused`, logged, and skipped; every other row of the batch
+is published as usual. Any other error (broker away, timeouts, authorisation) fails the
+batch as before and it is retried whole. Later rows of the refused row's key are
+published too: a refusal never clears by itself, and holding the key would stop that
+participant's events for good with no way to see why; the refused row is kept, shown by
+`perlinsos outbox status` / `refused`, and `retry_refused` queues it again once the limit
+is raised (it then arrives after the later rows of its key).
 """
 
 from __future__ import annotations
@@ -32,17 +44,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import InvalidTopicError, MessageSizeTooLargeError, RecordTooLargeError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from perlinsos_shared.envelope import CONTENT_TYPE, CloudEvent, encode
 from perlinsos_shared.metrics import platform
+from perlinsos_shared.supervisor import error_summary
 from perlinsos_shared.telemetry import context_from_headers
 
 log = logging.getLogger("perlinsos.outbox")
 tracer = trace.get_tracer("perlinsos.outbox")
 
 Publish = Callable[[str, str | None, bytes, dict[str, str]], Awaitable[Any]]
+
+# Refusals that belong to the record itself and repeat on every try (Kafka's
+# MESSAGE_TOO_LARGE and RECORD_LIST_TOO_LARGE, the producer's own size check, a topic name
+# the broker rejects); retriable errors and ones about the broker or the client are not here
+REFUSED = (MessageSizeTooLargeError, RecordTooLargeError, InvalidTopicError)
 
 
 @dataclass
@@ -101,6 +120,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self.published = 0
+        self.refused = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -110,7 +130,7 @@ class OutboxRelay:
         self._wake.set()
 
     async def backlog(self) -> int:
-        value = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        value = await self._pool.fetchval(f"SELECT count(*) FROM outbox WHERE {UNSENT}")
         return int(value or 0)
 
     async def run(self) -> None:
@@ -148,9 +168,9 @@ class OutboxRelay:
     async def backlog_and_age(self) -> tuple[int, float]:
         """Unpublished rows and the age in seconds of the oldest (0 when none)."""
         row = await self._pool.fetchrow(
-            "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS n,"
+            f"SELECT (SELECT count(*) FROM outbox WHERE {UNSENT}) AS n,"
             " coalesce((SELECT extract(epoch FROM now() - created_at) FROM outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT 1), 0) AS age"
+            f" WHERE {UNSENT} ORDER BY id LIMIT 1), 0) AS age"
         )
         if row is None:
             return 0, 0.0
@@ -174,20 +194,43 @@ class OutboxRelay:
             rows = await conn.fetch(_NEXT_BATCH, self._batch_size)
             if not rows:
                 return 0
-            await self._publish_rows(rows)
+            refused = await self._publish_rows(rows)
+            if refused:
+                refused = await self._confirm_refused([r for r in rows if r["id"] in refused])
+                await conn.executemany(
+                    "UPDATE outbox SET refused_at = now(), refusal = $2 WHERE id = $1",
+                    sorted(refused.items()),
+                )
+            sent = [r for r in rows if r["id"] not in refused]
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
+                [r["id"] for r in sent],
             )
-        self.published += len(rows)
+        self.published += len(sent)
         metrics = platform()
-        for topic, n in Counter(r["topic"] for r in rows).items():
+        for topic, n in Counter(r["topic"] for r in sent).items():
             metrics.produced.add(n, {"topic": topic})
+        for row in rows:
+            if row["id"] in refused:
+                self.refused += 1
+                metrics.outbox_refused.add(1, {"topic": row["topic"]})
+                log.error(
+                    "outbox row refused by the broker; marked refused and skipped",
+                    extra={
+                        "service": self._service,
+                        "outbox_id": row["id"],
+                        "topic": row["topic"],
+                        "bytes": len(row["value"]),
+                        "refusal": refused[row["id"]],
+                    },
+                )
         metrics.relay_duration.record(time.perf_counter() - started)
         return len(rows)
 
-    async def _publish_rows(self, rows: list[asyncpg.Record]) -> None:
-        pending = []
+    async def _publish_rows(self, rows: list[asyncpg.Record]) -> dict[int, str]:
+        """Send the rows, pipelined; the ids refused for themselves (see `REFUSED`) and
+        why. Any other error escapes, after every send has finished."""
+        pending: list[Any] = []
         for row in rows:
             headers: dict[str, str] = row["headers"]
             topic: str = row["topic"]
@@ -206,19 +249,55 @@ class OutboxRelay:
             )
             outgoing = dict(headers)
             propagate.inject(outgoing, context=trace.set_span_in_context(span))
-            future = await self._publish(topic, row["key"], row["value"], outgoing)
+            try:
+                future = await self._publish(topic, row["key"], row["value"], outgoing)
+            except REFUSED as exc:  # the producer's own check, before anything is sent
+                span.end()
+                pending.append(_failed(exc))
+                continue
+            except BaseException:
+                span.end()
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise
             future.add_done_callback(lambda _f, s=span: s.end())
             pending.append(future)
-        await asyncio.gather(*pending)
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        refused: dict[int, str] = {}
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, REFUSED):
+                refused[row["id"]] = error_summary(result)
+            elif isinstance(result, BaseException):
+                raise result
+        return refused
+
+    async def _confirm_refused(self, rows: list[asyncpg.Record]) -> dict[int, str]:
+        """Send each row refused in a batch again, alone and in order (a broker refuses a
+        whole record batch for one record in it); the ones refused again, and why."""
+        refused: dict[int, str] = {}
+        for row in rows:
+            try:
+                future = await self._publish(row["topic"], row["key"], row["value"], row["headers"])
+                await future
+            except REFUSED as exc:
+                refused[row["id"]] = error_summary(exc)
+        return refused
 
 
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+# rows still to publish: neither published nor refused by the broker
+UNSENT = "published_at IS NULL AND refused_at IS NULL"
 _PENDING = (
-    "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
+    f"SELECT EXISTS (SELECT 1 FROM outbox WHERE {UNSENT})"
     " AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
 )
 _NEXT_BATCH = (
     "SELECT id, topic, key, value, headers FROM outbox"
-    " WHERE published_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
+    f" WHERE {UNSENT} AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
     " ORDER BY id LIMIT $1 FOR UPDATE"
 )
 _BATCH_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtext('relay-batch:' || $1))"
@@ -266,4 +345,24 @@ async def replay(pool: asyncpg.Pool, service: str, since: Any = None) -> int:
                 since,
             )
         await conn.execute("DELETE FROM outbox_hold")
+    return int(status.split()[-1])
+
+
+async def refused_rows(pool: asyncpg.Pool, limit: int = 100) -> list[asyncpg.Record]:
+    """Rows the broker refused (id, topic, size, when, why; never the content)."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "SELECT id, topic, octet_length(value) AS bytes, created_at, refused_at, refusal"
+        " FROM outbox WHERE refused_at IS NOT NULL ORDER BY id LIMIT $1",
+        limit,
+    )
+    return rows
+
+
+async def retry_refused(pool: asyncpg.Pool, ids: list[int] | None = None) -> int:
+    """Queue refused rows (these, or all) for publication again; how many."""
+    status = await pool.execute(
+        "UPDATE outbox SET refused_at = NULL, refusal = NULL WHERE refused_at IS NOT NULL"
+        " AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))",
+        ids,
+    )
     return int(status.split()[-1])
