@@ -9,7 +9,9 @@ orchestrator would, from a thread of its own:
 
 - a service that exits or is killed is started again after a capped, jittered backoff
   (0.5 s doubling to 10 s; back to 0.5 s once it has run for 30 s); one that stops
-  answering `/livez` for 30 s is killed and started again;
+  answering `/livez` for 30 s is killed and started again, and so is one whose start
+  hangs (its `/livez` fails once start-up overran `PERLINSOS_STARTUP_DEADLINE_S`, or it
+  never answers within `START_TIMEOUT_S`);
 - embedded PostgreSQL that exits is started again on the same data directory (crash
   recovery replays its WAL); the services reconnect by themselves;
 - the embedded broker that exits is started again, and since it keeps topics in memory
@@ -27,6 +29,7 @@ Every exit, restart and recovery is a `StackEvent`: kept in `Stack.events`, writ
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -490,6 +494,8 @@ class Stack:
                         self._event(
                             svc.name, "ready", f"{now - svc.started_at:.1f}s after its start"
                         )
+                else:
+                    self._watch_start(svc, now)
                 continue
             svc.backoff.healthy_for(now - svc.started_at)
             if now >= svc.next_live_probe:
@@ -505,6 +511,24 @@ class Stack:
                             f"/livez failed {svc.live_failures} times: killed",
                         )
                         svc.process.kill()
+
+    def _watch_start(self, svc: ServiceProcess, now: float) -> None:
+        """A start that hangs is killed (and so started again): the service's `/livez`
+        fails once its start-up overran `PERLINSOS_STARTUP_DEADLINE_S`, and one that
+        never answers at all is given `START_TIMEOUT_S`."""
+        if now < svc.next_live_probe:
+            return
+        svc.next_live_probe = now + LIVENESS_EVERY_S
+        status, reason = _livez(svc.health_url)
+        if status == 503:
+            svc.live_failures += 1
+        elif status is None and now - svc.started_at > START_TIMEOUT_S:
+            svc.live_failures, reason = LIVENESS_FAILURES, f"no answer for {START_TIMEOUT_S:.0f}s"
+        else:
+            svc.live_failures = 0
+        if svc.live_failures >= LIVENESS_FAILURES:
+            self._event(svc.name, "start-up stuck", f"{reason}: killed")
+            svc.process.kill()
 
     def _respawn(self, svc: ServiceProcess, why: str) -> None:
         if svc.process.poll() is None:
@@ -560,6 +584,21 @@ def _answers(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def _livez(url: str) -> tuple[int | None, str]:
+    """`/livez`'s status and reason (None: no answer)."""
+    try:
+        with urllib.request.urlopen(url + "/livez", timeout=2) as resp:
+            return int(resp.status), ""
+    except urllib.error.HTTPError as err:
+        try:
+            reason = str(json.loads(err.read()).get("reason", ""))
+        except ValueError:
+            reason = ""
+        return int(err.code), reason or f"/livez answered {err.code}"
+    except OSError:
+        return None, ""
 
 
 def _ready(url: str) -> bool:

@@ -91,7 +91,10 @@ class ServiceRuntime:
             healthy_after_s=self.settings.loop_healthy_after_s,
         )
         self.health = HealthServer(
-            name, self.settings.metrics_port, liveness_stall_s=self.settings.liveness_stall_s
+            name,
+            self.settings.metrics_port,
+            liveness_stall_s=self.settings.liveness_stall_s,
+            startup_deadline_s=self.settings.startup_deadline_s,
         )
         self.health.metrics_text = metrics_endpoint.render
         self.health.readiness = self.readiness
@@ -122,7 +125,7 @@ class ServiceRuntime:
         if self._stopping:
             reasons.append("stopping")
         elif not self._started:
-            reasons.append("starting")
+            reasons.append(f"starting: {self.health.startup_step}")
         reasons += [f"loop {name} failing" for name in self.supervisor.failing()]
         for consumer in list(self.consumers):
             idle = consumer.since_poll_s()
@@ -196,19 +199,31 @@ class ServiceRuntime:
         )
 
     async def _on_startup(self) -> None:
+        # health first: a start that hangs anywhere below fails /livez at its deadline
+        await self.health.start()
+        self._starting("database")
         if not self.settings.database_url:
             raise RuntimeError("DATABASE_URL is not set: start with `perlinsos up` or set it")
         await refuse_privileged_login(self.settings.database_url, self.name)
         self._pool = await open_service_db(
             self.settings.database_url, self.name, pool_size=self.settings.db_pool_size
         )
+        self._starting("start-up checks")
         for fn in self._startup:
             await fn(self._pool)
+        self._starting("outbox producer")
         self._producer = make_producer(self.settings, client_id=f"perlinsos-{self.name}-relay")
         await self._producer.start()
         self.relay = OutboxRelay(
             self._pool, self.name, self._publish, batch_size=self.settings.outbox_batch_size
         )
+        # FastStream starts the subscribers next: each consumer joins its group and
+        # waits for its partitions
+        self._starting("consumers joining their groups")
+
+    def _starting(self, step: str) -> None:
+        self.health.starting(step)
+        log.info("starting: %s", step, extra={"service": self.name})
 
     async def _after_startup(self) -> None:
         assert self.relay is not None
@@ -220,7 +235,7 @@ class ServiceRuntime:
         self.supervisor.start("retention", self._retention_loop)
         for consumer in self.consumers:
             consumer.note_poll()
-        await self.health.start()
+        self.health.started()
         self._started = True
         log.info("service ready", extra={"service": self.name})
 

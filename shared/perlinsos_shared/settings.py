@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # ticked for this long (the process is wedged and should be restarted).
     consumer_stall_s: float = Field(default=60.0, alias="PERLINSOS_CONSUMER_STALL_S")
     liveness_stall_s: float = Field(default=30.0, alias="PERLINSOS_LIVENESS_STALL_S")
+    # /livez also fails when start-up (database, migrations, producer, consumer group
+    # joins) has not finished within this long, so a start that hangs is restarted.
+    startup_deadline_s: float = Field(default=180.0, alias="PERLINSOS_STARTUP_DEADLINE_S")
 
     # SMS (notify)
     sms_provider: Literal["file", "twilio"] = "file"
