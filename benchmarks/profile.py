@@ -136,6 +136,21 @@ def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     return out
 
 
+def _rss_mib(pids: dict[str, list[int]]) -> dict[str, float]:
+    import psutil
+
+    out: dict[str, float] = {}
+    for name, group in pids.items():
+        total = 0.0
+        for pid in group:
+            try:
+                total += psutil.Process(pid).memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+        out[name] = total
+    return out
+
+
 def _processes(stack: Any) -> dict[str, list[int]]:
     """Process ids by part: each service, PostgreSQL (server and backends), the broker."""
     import psutil
@@ -241,9 +256,11 @@ def _record(size: int, rate: int, out: Path, top: int) -> None:
             run_cohort(stack.bootstrap_servers, stack.logins.reader, subs, console)
         )
         after = _cpu_seconds(_processes(stack))
+        rss = _rss_mib(_processes(stack))
         with (out / "cpu.tsv").open("w") as f:
+            f.write("part\tCPU s\tRSS MiB at the end\n")
             for name in after:
-                f.write(f"{name}\t{after[name] - before.get(name, 0.0):.1f}\n")
+                f.write(f"{name}\t{after[name] - before.get(name, 0.0):.1f}\t{rss[name]:.0f}\n")
         statements = asyncio.run(_top_statements(stack.database_url, top))
         with (out / "postgres.tsv").open("w") as f:
             f.write("seconds\tcalls\trows\tmean_ms\tquery\n")
@@ -281,7 +298,7 @@ def main() -> None:
         _record(args.size, args.rate, folder, args.top)
     cpu = folder / "cpu.tsv"
     if cpu.exists():
-        print("CPU seconds while the cohort ran:")
+        print("CPU seconds while the cohort ran, and resident memory at its end:")
         print(cpu.read_text())
     for path in sorted(folder.glob("*.txt")):
         print(summarize(path, args.top))
