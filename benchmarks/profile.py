@@ -6,9 +6,9 @@ embedded stack, then prints each service's top costs.
 
 Each service's samples are written in py-spy's collapsed-stack format (`DIR/<service>.txt`,
 one `frame;frame;... count` line per distinct stack: load it in speedscope or feed it to
-flamegraph.pl) and summarised three ways: the functions where the CPU was (self), the
-functions under which it was spent (inclusive, the event loop's own frames left out) and
-self time by library. py-spy attaches to running processes, so it needs ptrace rights over
+flamegraph.pl) and summarised three ways: self time by library, self time by function
+(where the CPU was), and the project's own functions by the time spent in them and in
+everything they call (inclusive). py-spy attaches to running processes, so it needs ptrace rights over
 them (root, or `kernel.yama.ptrace_scope` 0); it samples without pausing the process
 (`--nonblocking`), and only threads that are running, not those idle in the event loop.
 
@@ -35,22 +35,6 @@ from pathlib import Path
 from typing import Any
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
-# the frames every stack passes through (event loop, runpy, the service's main): a function
-# whose inclusive share is only these says nothing about where the time goes
-LOOP_FRAMES = frozenset(
-    {
-        "<module>",
-        "_run_module_as_main",
-        "_run_code",
-        "run",
-        "run_until_complete",
-        "run_forever",
-        "_run_once",
-        "_run",
-        "main",
-        "serve",
-    }
-)
 
 
 def _py_spy() -> str:
@@ -101,8 +85,8 @@ def summarize(path: Path, top: int = 15) -> str:
         libs[lib] += count
         seen = set()
         for frame in frames:
-            name, _ = _label(frame)
-            if name not in seen and name.rsplit(".", 1)[-1] not in LOOP_FRAMES:
+            name, frame_lib = _label(frame)
+            if frame_lib.startswith("perlinsos_") and name not in seen:
                 seen.add(name)
                 under[name] += count
     if not total:
@@ -116,7 +100,7 @@ def summarize(path: Path, top: int = 15) -> str:
     lines = [f"{path.stem}: {total} samples"]
     lines += block("self, by library", libs)
     lines += block("self, by function", own)
-    lines += block("inclusive, by function", under)
+    lines += block("inclusive, perlinsos functions (time spent in them and below)", under)
     return "\n".join(lines) + "\n"
 
 
