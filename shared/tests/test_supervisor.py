@@ -205,7 +205,8 @@ async def test_liveness_fails_when_start_up_overruns_its_deadline() -> None:
         code, body = await asyncio.to_thread(_get, base + "/livez")
         assert code == 503
         assert (
-            body["reason"] == "start-up not finished after 0.5s (at: consumers joining their groups)"
+            body["reason"]
+            == "start-up not finished after 0.5s (at: consumers joining their groups)"
         )
         health.started()
         assert (await asyncio.to_thread(_get, base + "/livez"))[0] == 200
