@@ -136,14 +136,24 @@ class ServiceRuntime:
         handler: Handler,
         *,
         on_undecodable: UndecodableHook | None = None,
+        after_commit: Callable[[], None] | None = None,
     ) -> BatchConsumer:
+        """Consume `topic` in batches with `handler`; after each batch's transaction has
+        committed the outbox relay is woken, and `after_commit` called (e.g. to wake a loop
+        that works on what the batch wrote: woken earlier it would not see the rows yet)."""
+
+        def committed() -> None:
+            self._wake_relay()
+            if after_commit is not None:
+                after_commit()
+
         consumer = BatchConsumer(
             service=self.name,
             topic=topic,
             pool_getter=lambda: self.pool,
             handler=handler,
             on_undecodable=on_undecodable,
-            after_commit=self._wake_relay,
+            after_commit=committed,
             max_attempts=self.settings.handler_max_attempts,
             retry_backoff_max_s=self.settings.consumer_retry_backoff_max_s,
         )

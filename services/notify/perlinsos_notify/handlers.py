@@ -1,12 +1,12 @@
 """Notify's Kafka handler: a decision becomes one message row, keyed by its decision id.
 
 A redelivered decision changes nothing (the unique key); a number that cannot get an SMS
-is settled at once as `undeliverable`; the sender loop (sender.py) is woken for the rest.
+is settled at once as `undeliverable`; the sender loop (sender.py) is woken for the rest
+once the batch has committed (app.py), so that its claim sees the new rows.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -26,7 +26,7 @@ def message_id_for(decision_id: str) -> str:
     return f"sms-{decision_id}"
 
 
-def make_handler(settings: Settings, wake: asyncio.Event) -> Any:
+def make_handler(settings: Settings) -> Any:
     async def handle_decisions(
         conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox
     ) -> None:
@@ -61,7 +61,5 @@ def make_handler(settings: Settings, wake: asyncio.Event) -> Any:
             )
         if undeliverable:
             outcomes_counter.add(len(undeliverable), {"status": "undeliverable"})
-        if len(inserted) > len(undeliverable):
-            wake.set()
 
     return handle_decisions
