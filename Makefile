@@ -52,9 +52,11 @@ test-faults: sync
 soak: sync
 	$(RUN) python -m faults.soak $(SOAK_ARGS)
 
-## Benchmarks (separate from tests; figures go in docs/benchmarks.md).
+## Benchmarks, separate from tests: one run on one embedded stack, a table of figures
+## against targets, written into docs/benchmarks.md (BENCH_ARGS="--quick", "--million",
+## "--full", "--two-instances"; `uv run --frozen python -m benchmarks --help`).
 bench: sync
-	$(RUN) python -m benchmarks
+	$(RUN) python -m benchmarks $(BENCH_ARGS)
 
 ## Regenerate the AsyncAPI document of every topic from the code.
 asyncapi: sync

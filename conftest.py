@@ -22,8 +22,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from perlinsos_cli.stack import Stack
 from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.settings import Settings, get_settings
 
 
@@ -113,7 +113,13 @@ async def _reset_topics(bootstrap: str) -> None:
         doomed = [t for t in all_topic_names() if t in existing]
         if doomed:
             await admin.delete_topics(doomed)
-            await asyncio.sleep(1.0)
+            # deletion completes asynchronously: wait until the broker lists none of them
+            for _ in range(300):
+                if not set(doomed) & set(await admin.list_topics()):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"topics still listed after deletion: {doomed}")
     finally:
         await admin.close()
 

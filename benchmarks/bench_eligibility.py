@@ -19,9 +19,9 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from perlinsos_cli.cohort import generate_cohort
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.cohort import generate_cohort
 from perlinsos_devruntime.embedded import free_port
+from perlinsos_devruntime.stack import Stack
 from perlinsos_eligibility.domain import Applicant, assess
 from perlinsos_eligibility.rules import load_rule_book
 from perlinsos_shared.clock import now_local, today_local

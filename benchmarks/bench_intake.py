@@ -16,10 +16,10 @@ from typing import Any
 
 import asyncpg
 
-from perlinsos_cli.agency import publish_submissions
-from perlinsos_cli.cohort import generate_cohort
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.agency import publish_submissions
+from perlinsos_devruntime.cohort import generate_cohort
 from perlinsos_devruntime.embedded import free_port
+from perlinsos_devruntime.stack import Stack
 from perlinsos_registry.agencies import AgencyPolicy
 from perlinsos_registry.validation import check_enrolment
 from perlinsos_shared.settings import Settings

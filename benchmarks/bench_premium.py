@@ -23,7 +23,8 @@ from perlinsos_premium.ledger import roll_period
 from perlinsos_shared.db import open_service_db
 
 
-async def _bench(url: str, n: int) -> dict[str, float | int | str]:
+async def close_figures(url: str, n: int) -> dict[str, float | int | str]:
+    """Generate `n` covers in the (empty) database at `url` and time the closes."""
     pool = await open_service_db(url, "premium", pool_size=2)
     try:
         t0 = time.perf_counter()
@@ -70,6 +71,6 @@ def run(quick: bool) -> dict[str, float | int | str]:
         pg = EmbeddedPostgres(Path(tmp), port=free_port())
         pg.start()
         try:
-            return asyncio.run(_bench(pg.admin_url, n))
+            return asyncio.run(close_figures(pg.admin_url, n))
         finally:
             pg.stop()

@@ -14,7 +14,7 @@ import pytest
 from faults.cases import CASE_IDS, CASES, FaultCase
 from faults.harness import FaultRun, Fingerprint, cohort, drive
 from faults.report import RESULTS, result_of
-from perlinsos_cli.cohort import Submission
+from perlinsos_devruntime.cohort import Submission
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(3600)]
 

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from perlinsos_cli.agency import Listener, publish_submissions
-from perlinsos_cli.cohort import generate_cohort
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.agency import Listener, publish_submissions
+from perlinsos_devruntime.cohort import generate_cohort
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.settings import Settings
 
 # Four service starts and 3,000 submissions: a few minutes on 2 cores, so it runs with the

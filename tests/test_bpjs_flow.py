@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from perlinsos_cli.bpjs.files import read_table
 from perlinsos_cli.main import app
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.stack import Stack
 from perlinsos_registry.testing import enrolment, nik
 from perlinsos_shared.clock import period_of, today_local
 from perlinsos_shared.envelope import CONTENT_TYPE, encode, make_event

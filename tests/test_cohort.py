@@ -8,7 +8,7 @@ import phonenumbers
 import pytest
 from stdnum.id import nik as stdnum_nik
 
-from perlinsos_cli.cohort import (
+from perlinsos_devruntime.cohort import (
     AGENCY_BY_OCCUPATION,
     COMMUNITY_ROLES,
     FAULT_KINDS,

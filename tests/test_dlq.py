@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from perlinsos_cli.dlq import read_dead_letters
 from perlinsos_cli.main import app
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.clock import now_local, today_local
 from perlinsos_shared.settings import Settings, get_settings
 from perlinsos_shared.topics import DECISIONS

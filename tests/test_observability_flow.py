@@ -22,10 +22,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from perlinsos_cli.agency import Listener, settled_run
-from perlinsos_cli.cohort import Submission, generate_cohort
-from perlinsos_cli.stack import Stack
 from perlinsos_cli.trace import build_tree, find_trace_ids, load_spans, render, trace_files
+from perlinsos_devruntime.agency import Listener, settled_run
+from perlinsos_devruntime.cohort import Submission, generate_cohort
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.telemetry import span_record
 

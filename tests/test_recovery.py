@@ -22,12 +22,12 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from perlinsos_cli.agency import Listener, publish_submissions, settled_run
-from perlinsos_cli.cohort import generate_cohort
-from perlinsos_cli.outbox import replay_all
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.agency import Listener, publish_submissions, settled_run
+from perlinsos_devruntime.cohort import generate_cohort
 from perlinsos_devruntime.embedded import EmbeddedKafka, free_port
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.kafka import ensure_topics
+from perlinsos_shared.operator import replay_outboxes
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.topics import DECISIONS, DELIVERIES, PARTICIPANTS, Topic
 
@@ -214,7 +214,7 @@ async def test_broker_that_lost_its_topics_is_refilled_from_the_outboxes(
         await ensure_topics(settings)
         assert await _decision_ids_per_participant(kafka.bootstrap_servers) == Counter()
 
-        replayed = await replay_all(database_url)
+        replayed = await replay_outboxes(database_url)
         assert replayed["eligibility"] >= before["decisions"]  # type: ignore[operator]
         await asyncio.to_thread(stack.start_services)
         refilled: Counter[str] = Counter()

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.stack import Stack
 from perlinsos_registry.testing import enrolment, exit_of, nik
 from perlinsos_shared.clock import CLOCK_SHIFT_ENV, period_of, today_local
 from perlinsos_shared.envelope import CONTENT_TYPE, encode, make_event

@@ -21,9 +21,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from perlinsos_cli.cohort import Submission, generate_cohort
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.cohort import Submission, generate_cohort
 from perlinsos_devruntime.embedded import EmbeddedKafka, free_port
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared import access
 from perlinsos_shared.db import create_pool
 from perlinsos_shared.db_roles import READER

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from perlinsos_cli.stack import (
+from perlinsos_devruntime.stack import (
     BACKOFF_FIRST_S,
     BACKOFF_MAX_S,
     BACKOFF_RESET_AFTER_S,

@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from perlinsos_cli.agency import settled_run
-from perlinsos_cli.cohort import generate_cohort
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.agency import settled_run
+from perlinsos_devruntime.cohort import generate_cohort
+from perlinsos_devruntime.stack import Stack
 from perlinsos_premium.queries import liability_by_line
 from perlinsos_shared.clock import current_period
 from perlinsos_shared.db import create_pool

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from perlinsos_cli.agency import Listener, Outcomes, by_line, publish_submissions
-from perlinsos_cli.cohort import FUNDING_LINE_BY_OCCUPATION, Submission, generate_cohort
+from perlinsos_devruntime.agency import Listener, Outcomes, by_line, publish_submissions
+from perlinsos_devruntime.cohort import FUNDING_LINE_BY_OCCUPATION, Submission, generate_cohort
 from perlinsos_premium.queries import liability_by_line
 from perlinsos_shared.clock import current_period
 from perlinsos_shared.db import create_pool

@@ -32,9 +32,9 @@ from aiokafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from perlinsos_cli.outbox import SERVICES
 from perlinsos_shared.clock import BATAM_TZ
 from perlinsos_shared.consumer import decode
+from perlinsos_shared.db_roles import SERVICES
 from perlinsos_shared.masking import mask_personal
 from perlinsos_shared.operator import (
     bootstrap_servers,

@@ -19,8 +19,8 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer's own
 from perlinsos_cli.bpjs.commands import app as bpjs_app
 from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
-from perlinsos_cli.stack import Stack, StackEvent
 from perlinsos_cli.trace import show as trace_command
+from perlinsos_devruntime.stack import Stack, StackEvent
 from perlinsos_eligibility.cli import app as eligibility_app
 from perlinsos_notify.cli import app as notify_app
 from perlinsos_premium.cli import app as premium_app

@@ -21,12 +21,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from perlinsos_shared.operator import database_url, open_operator_pool, writer_url
+from perlinsos_shared.db_roles import SERVICES
+from perlinsos_shared.operator import (
+    database_url,
+    hold_outboxes,
+    open_operator_pool,
+    replay_outboxes,
+    writer_url,
+)
 from perlinsos_shared.outbox import held as outbox_held
-from perlinsos_shared.outbox import hold as hold_outbox
-from perlinsos_shared.outbox import replay as replay_outbox
 
-SERVICES = ("registry", "eligibility", "premium", "notify")
 Service = StrEnum("Service", {name: name for name in SERVICES})  # type: ignore[misc]
 
 app = typer.Typer(help="Each service's transactional outbox.", no_args_is_help=True)
@@ -50,34 +54,6 @@ async def _status(url: str) -> list[tuple[str, int, int, str, bool]]:
     return out
 
 
-async def replay_all(
-    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
-) -> dict[str, int]:
-    """Mark every published outbox row of these services unpublished again (`urls`: each
-    service's own login, when `url` is the operators' read-only one)."""
-    counts = {}
-    for service in services:
-        pool = await open_operator_pool(service, (urls or {}).get(service, url), size=1)
-        try:
-            counts[service] = await replay_outbox(pool, service)
-        finally:
-            await pool.close()
-    return counts
-
-
-async def hold_all(
-    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
-) -> None:
-    """Stop these services' relays from publishing (until `replay_all`); returns once no
-    relay batch is in flight."""
-    for service in services:
-        pool = await open_operator_pool(service, (urls or {}).get(service, url), size=1)
-        try:
-            await hold_outbox(pool, service)
-        finally:
-            await pool.close()
-
-
 @app.command()
 def status() -> None:
     """Events each service emitted, and how many still wait for the broker."""
@@ -98,7 +74,7 @@ def replay(
 ) -> None:
     """Publish every event again from the outboxes (after the broker lost its topics)."""
     chosen = _known(service)
-    counts = asyncio.run(replay_all(database_url(), chosen, _writers(chosen)))
+    counts = asyncio.run(replay_outboxes(database_url(), chosen, _writers(chosen)))
     for name, n in counts.items():
         console.print(f"{name}: {n:,} events queued for publication again")
 
@@ -111,7 +87,7 @@ def hold(
 ) -> None:
     """Stop the relays publishing until `replay` (while a broker is rebuilt)."""
     chosen = _known(service)
-    asyncio.run(hold_all(database_url(), chosen, _writers(chosen)))
+    asyncio.run(hold_outboxes(database_url(), chosen, _writers(chosen)))
     for name in _known(service):
         console.print(f"{name}: relay held until `perlinsos outbox replay`")
 

@@ -24,7 +24,9 @@ import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from perlinsos_shared import outbox
 from perlinsos_shared.db import create_pool, open_service_db
+from perlinsos_shared.db_roles import SERVICES
 from perlinsos_shared.kafka import _admin_security, make_producer, security
 from perlinsos_shared.settings import Settings, resolved_settings, writer_settings
 
@@ -168,6 +170,35 @@ def with_pool(
             return await work(pool)
 
     return asyncio.run(run())
+
+
+async def replay_outboxes(
+    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Mark every published outbox row of these services unpublished again, so each relay
+    publishes them anew in order (a broker that lost its topics); returns the rows per
+    service. `urls`: each service's own login, when `url` is the operators' read-only one."""
+    counts = {}
+    for service in services:
+        pool = await open_operator_pool(service, (urls or {}).get(service, url), size=1)
+        try:
+            counts[service] = await outbox.replay(pool, service)
+        finally:
+            await pool.close()
+    return counts
+
+
+async def hold_outboxes(
+    url: str, services: tuple[str, ...] = SERVICES, urls: dict[str, str] | None = None
+) -> None:
+    """Stop these services' relays publishing (until `replay_outboxes`); returns once no
+    relay batch is in flight."""
+    for service in services:
+        pool = await open_operator_pool(service, (urls or {}).get(service, url), size=1)
+        try:
+            await outbox.hold(pool, service)
+        finally:
+            await pool.close()
 
 
 async def _start_or_fail(client: AIOKafkaProducer | AIOKafkaConsumer, servers: str) -> None:

@@ -16,16 +16,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.settle import publish_sentinels, read_to_end, until_settled
+from perlinsos_devruntime.stack import Stack
 from perlinsos_eligibility import cli
 from perlinsos_eligibility.rules import load_rule_book
 from perlinsos_shared.clock import BATAM_TZ, today_local
+from perlinsos_shared.db import create_pool
 from perlinsos_shared.envelope import encode, make_event
 from perlinsos_shared.events import (
     Address,
     ExitReason,
     FundingLine,
     Occupation,
+    ParticipantBpjsAnswered,
     ParticipantEnrolled,
     ParticipantExited,
 )
@@ -97,9 +100,10 @@ async def publish(bootstrap: str, events: list[ParticipantEnrolled | Participant
 class Decisions:
     """Reads eligibility.decisions.v1 from the beginning."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+            bootstrap_servers=stack.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
         )
         self.seen: list[dict[str, Any]] = []
 
@@ -113,17 +117,42 @@ class Decisions:
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
 
+    def _keep(self, values: list[bytes]) -> None:
+        self.seen.extend(json.loads(v)["data"] for v in values)
+
     async def until(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """At least `n` decisions, then everything else eligibility does with what it was
+        given (a decision beyond `n` would be a bug: it is collected too). No sleep: a
+        sentinel on every partition, applied, and the outbox published, then the topic
+        read to its end."""
         deadline = time.monotonic() + timeout
         while len(self.seen) < n and time.monotonic() < deadline:
             got = await self.consumer.getmany(timeout_ms=200)
-            for records in got.values():
-                self.seen.extend(json.loads(r.value)["data"] for r in records)
+            self._keep([r.value for records in got.values() for r in records])
         assert len(self.seen) >= n, f"{len(self.seen)} decisions, expected {n}"
-        await asyncio.sleep(0.5)  # anything beyond n would be a bug: collect it too
-        for records in (await self.consumer.getmany(timeout_ms=200)).values():
-            self.seen.extend(json.loads(r.value)["data"] for r in records)
+        ids = await publish_sentinels(
+            self.stack.bootstrap_servers, PARTICIPANTS.name, PARTICIPANTS.partitions, sentinel
+        )
+        pool = await create_pool(self.stack.database_url, "eligibility", max_size=1)
+        try:
+            await until_settled(pool, ids, timeout=timeout)
+        finally:
+            await pool.close()
+        self._keep(await read_to_end(self.consumer, DECISIONS.name, DECISIONS.partitions))
         return self.seen
+
+
+def sentinel(partition: int) -> tuple[str, bytes]:
+    """A BPJS answer for a participant eligibility has never seen: it changes nothing and
+    publishes nothing, but it is recorded in the inbox once applied."""
+    answer = ParticipantBpjsAnswered(
+        participant_id=f"SENTINEL-{uuid.uuid4()}",
+        answer="REFUSED",
+        import_id="sentinel",
+        row=partition + 1,
+    )
+    event = make_event("test/sentinel", answer)
+    return event.id, encode(event)
 
 
 @pytest.fixture
@@ -149,7 +178,7 @@ async def test_quota_waitlist_and_promotion_oldest_first(
     )
     t0 = datetime.now(BATAM_TZ)
     people = [enrolled(line, i, t0) for i in range(n + k)]
-    async with Decisions(stack.bootstrap_servers) as decisions:
+    async with Decisions(stack) as decisions:
         await publish(stack.bootstrap_servers, list(people))
         seen = await decisions.until(n + k)
         by_pid = {d["participant_id"]: d for d in seen}
@@ -236,7 +265,7 @@ async def test_two_instances_never_over_fill_a_quota(
         },
     )
     total = 0
-    async with Decisions(stack.bootstrap_servers) as decisions:
+    async with Decisions(stack) as decisions:
         # one round per line, each a burst over every partition: two instances race
         for round_no, (line, quota) in enumerate(quotas.items()):
             extra = 60 + round_no * 25

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from perlinsos_cli.stack import Stack
 from perlinsos_devruntime.fake_twilio import FakeTwilio, fault
+from perlinsos_devruntime.stack import Stack
 from perlinsos_notify.app import CRASH_AFTER_ACCEPT_ENV
 from perlinsos_shared.db import create_pool
 from perlinsos_shared.envelope import CONTENT_TYPE, encode, make_event

@@ -146,10 +146,13 @@ async def test_two_senders_send_each_message_exactly_once(
         await run_until([a, b], lambda: settled(notify_pool), timeout=180)
     finally:
         await other_pool.close()
+    # the property, not the schedule: each message handed to the provider once, and one
+    # delivery event per decision, however the two senders happened to share the work
     sent = Counter(m["to"] for m in fake.messages)
     assert len(sent) == 300 and set(sent.values()) == {1}
-    assert a.accepted > 0 and b.accepted > 0 and a.accepted + b.accepted == 300
-    assert len(await deliveries(notify_pool)) == 300
+    assert a.accepted + b.accepted == 300
+    delivered = Counter(str(d["decision_id"]) for d in await deliveries(notify_pool))
+    assert delivered == Counter({d.decision_id: 1 for d in ds})
 
 
 async def test_claims_of_a_dead_sender_are_reconciled_before_any_resend(

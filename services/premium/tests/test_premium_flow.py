@@ -18,9 +18,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from openpyxl import load_workbook
 
-from perlinsos_cli.agency import Listener
-from perlinsos_cli.cohort import FUNDING_LINE_BY_OCCUPATION, generate_cohort
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.agency import Listener
+from perlinsos_devruntime.cohort import FUNDING_LINE_BY_OCCUPATION, generate_cohort
+from perlinsos_devruntime.stack import Stack
 from perlinsos_premium.billing import next_period
 from perlinsos_premium.closing import close_month
 from perlinsos_premium.export import HEADER_ROW, gather, write_xlsx

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.envelope import CONTENT_TYPE
 from perlinsos_shared.settings import Settings

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from perlinsos_cli.cohort import generate_cohort
+from perlinsos_registry.testing import enrolment
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.events import EnrolmentSubmitted
 from perlinsos_shared.signing import HEADER, default_keys_dir, signing_key
@@ -49,12 +49,11 @@ def binary_record(
 async def test_binary_mode_enrolments_are_validated_and_answered_like_structured_ones(
     intake: IntakeClient,
 ) -> None:
-    good, bad = [s for s in generate_cohort(size=40, seed=5, fault_rate=0) if s.agency][:2]
-    bad_data = {**bad.data, "nik": "1234"}
+    good, bad = enrolment(1), enrolment(2, nik="1234")
     sent = [
-        binary_record(good.agency, good.data),
-        binary_record(bad.agency, bad_data),
-        binary_record(bad.agency, b"<enrolment/>", content_type="application/xml"),
+        binary_record(good["agency"], good),
+        binary_record(bad["agency"], bad),
+        binary_record(bad["agency"], b"<enrolment/>", content_type="application/xml"),
     ]
     producer = AIOKafkaProducer(bootstrap_servers=intake.bootstrap, acks="all")
     await producer.start()
@@ -68,19 +67,19 @@ async def test_binary_mode_enrolments_are_validated_and_answered_like_structured
     out = await intake.drain()
 
     (enrolled,) = out[PARTICIPANTS.name]
-    assert enrolled.json()["data"]["request_id"] == good.request_id
+    assert enrolled.json()["data"]["request_id"] == good["request_id"]
     assert enrolled.headers["in-reply-to"] == sent[0][0]
 
     replies = {r.headers.get("in-reply-to"): r for r in out[INTAKE_REJECTED.name]}
     invalid = replies[sent[1][0]].json()["data"]
-    assert invalid["request_id"] == bad.request_id
+    assert invalid["request_id"] == bad["request_id"]
     assert [r["code"] for r in invalid["reasons"]] == ["NIK_INVALID"]
 
     (dead,) = out[INTAKE.dlq]
     assert dead.value == b"<enrolment/>", "a dead letter keeps the original bytes"
     assert "JSON data only" in dead.headers["x-dlq-error"]
     (unreadable,) = [r for r in out[INTAKE_REJECTED.name] if r.json()["data"]["request_id"] is None]
-    assert unreadable.key == bad.agency, "the agency alone, never AGENCY:None"
+    assert unreadable.key == bad["agency"], "the agency alone, never AGENCY:None"
     body = unreadable.json()["data"]
     assert body["nik_masked"] is None and body["reasons"][0]["code"] == "SCHEMA_INVALID"
     for record in out[INTAKE_REJECTED.name] + out[PARTICIPANTS.name]:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perlinsos_cli.stack import Stack
+from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.envelope import CONTENT_TYPE, RawEnvelope
 from perlinsos_shared.events import EnrolmentSubmitted
 from perlinsos_shared.signing import HEADER, sign_as_claimed

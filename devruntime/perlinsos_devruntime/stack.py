@@ -41,19 +41,18 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
 
-from perlinsos_cli.provisioning import (
+from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
+from perlinsos_devruntime.provisioning import (
     Logins,
     provision_agency_keys,
     provision_agency_topics,
     provision_logins,
 )
-from perlinsos_devruntime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port_block
-from perlinsos_shared.db_roles import login_url
+from perlinsos_shared.db_roles import SERVICES, login_url
 from perlinsos_shared.kafka import ensure_topics
+from perlinsos_shared.operator import replay_outboxes
 from perlinsos_shared.settings import Settings, settings_env
 from perlinsos_shared.signing import KEYS_ENV
-
-SERVICES = ("registry", "eligibility", "premium", "notify")
 
 # Restart backoff, liveness and the supervisor's own pace (seconds).
 BACKOFF_FIRST_S = 0.5
@@ -458,10 +457,8 @@ class Stack:
                     self._respawn(svc, "broker restarted")
 
     def _replay_outboxes(self) -> dict[str, int]:
-        from perlinsos_cli.outbox import replay_all
-
         names = tuple(dict.fromkeys(s.name for s in self.services)) or SERVICES
-        return asyncio.run(replay_all(self.database_url, names))
+        return asyncio.run(replay_outboxes(self.database_url, names))
 
     def _watch_services(self) -> None:
         with self._lock:

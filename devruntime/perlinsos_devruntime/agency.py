@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from perlinsos_cli.cohort import Submission
+from perlinsos_devruntime.cohort import Submission
 from perlinsos_shared import intake_client
 from perlinsos_shared.topics import DECISIONS, DELIVERIES, INTAKE_REJECTED, SUMMARIES
 

@@ -1,0 +1,132 @@
+"""The hot statements and their plans once the tables are large.
+
+`enable_statements(stack)` loads pg_stat_statements into the embedded PostgreSQL (one
+restart, before the services start). `hot_plans(url)` then takes the statements the
+services spent the most time in, and EXPLAINs each as its service would run it (its
+schema, a generic plan: PostgreSQL 16 and later), flagging every sequential scan of a
+table with more than `LARGE` rows. `scans(url)` adds each large table's sequential and
+index scans as counted by PostgreSQL over the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import asyncpg
+
+from perlinsos_devruntime.stack import Stack
+
+LARGE = 10_000
+TOP = 15
+_SEQ = re.compile(r"Seq Scan on (\S+)")
+_EXPLAINABLE = re.compile(r"^\s*(WITH|SELECT|INSERT|UPDATE|DELETE)\b", re.I)
+
+
+def enable_statements(stack: Stack) -> None:
+    """pg_stat_statements on (needs a restart of the embedded server; call it before the
+    services start)."""
+    assert stack.postgres is not None
+
+    async def configure() -> None:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        finally:
+            await conn.close()
+
+    asyncio.run(configure())
+    stack.postgres.stop()
+    stack.postgres.start()
+
+    async def create() -> None:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+async def reset_statements(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_stat_statements_reset()")
+    finally:
+        await conn.close()
+
+
+async def hot_plans(url: str) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT r.rolname AS role, s.query, s.calls, s.total_exec_time, s.rows"
+            " FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid"
+            " WHERE r.rolname LIKE 'perlinsos\\_%' ORDER BY s.total_exec_time DESC LIMIT $1",
+            TOP * 3,
+        )
+        sizes = {
+            f"{r['schema']}.{r['name']}": int(r["n"])
+            for r in await conn.fetch(
+                "SELECT n.nspname AS schema, c.relname AS name, c.reltuples AS n"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relkind IN ('r', 'p')"
+            )
+        }
+        out: list[dict[str, Any]] = []
+        for r in rows:
+            if len(out) >= TOP or not _EXPLAINABLE.match(r["query"]):
+                continue
+            schema = r["role"].removeprefix("perlinsos_")
+            await conn.execute(f'SET search_path TO "{schema}"')
+            try:
+                plan = "\n".join(
+                    x[0] for x in await conn.fetch("EXPLAIN (GENERIC_PLAN) " + r["query"])
+                )
+            except asyncpg.PostgresError as exc:
+                plan = f"(not explained: {type(exc).__name__})"
+            seq = []
+            for table in _SEQ.findall(plan):
+                qualified = table if "." in table else f"{schema}.{table}"
+                if sizes.get(qualified, 0) > LARGE:
+                    seq.append(qualified)
+            out.append(
+                {
+                    "service": schema,
+                    "query": " ".join(r["query"].split())[:300],
+                    "calls": int(r["calls"]),
+                    "total_ms": round(float(r["total_exec_time"])),
+                    "ms_per_call": round(float(r["total_exec_time"]) / max(1, r["calls"]), 3),
+                    "seq_scans_of_large_tables": seq,
+                    "plan": plan,
+                }
+            )
+        return out
+    finally:
+        await conn.close()
+
+
+async def scans(url: str) -> list[dict[str, Any]]:
+    """Tables with more than `LARGE` rows: sequential and index scans over the run."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT schemaname, relname, n_live_tup, seq_scan, seq_tup_read, idx_scan"
+            " FROM pg_stat_user_tables WHERE n_live_tup > $1"
+            " ORDER BY seq_tup_read DESC, n_live_tup DESC",
+            LARGE,
+        )
+        return [
+            {
+                "table": f"{r['schemaname']}.{r['relname']}",
+                "rows": int(r["n_live_tup"]),
+                "seq_scans": int(r["seq_scan"] or 0),
+                "rows_read_by_seq_scans": int(r["seq_tup_read"] or 0),
+                "index_scans": int(r["idx_scan"] or 0),
+            }
+            for r in rows
+        ]
+    finally:
+        await conn.close()
