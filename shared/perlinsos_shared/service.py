@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from itertools import chain
 from typing import Any
 
 import asyncpg
@@ -165,6 +166,7 @@ class ServiceRuntime:
             batch=True,
             max_records=self.settings.consumer_max_records,
             batch_timeout_ms=self.settings.consumer_batch_timeout_ms,
+            fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=max(500, self.settings.consumer_session_timeout_ms // 4),
@@ -172,11 +174,15 @@ class ServiceRuntime:
             decoder=_raw_bodies,
             title=f"{self.name}:{topic.name}",
         )
-        poll = subscriber.get_msg
+        timeout_ms = self.settings.consumer_batch_timeout_ms
+        max_records = self.settings.consumer_max_records
 
         async def get_msg(kafka_consumer: Any) -> Any:
+            """FastStream's batch poll without its pause after an empty poll: `getmany`
+            returns as soon as records are there, else after `timeout_ms`."""
             consumer.note_poll()  # readiness: this consumer is not stuck
-            return await poll(kafka_consumer)
+            batches = await kafka_consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            return tuple(chain.from_iterable(batches.values()))
 
         setattr(subscriber, "get_msg", get_msg)  # noqa: B010 - an instance attribute
 

@@ -165,9 +165,11 @@ async def release_own_claims(pool: asyncpg.Pool, instance_id: str) -> int:
 
 
 async def seconds_until_due(pool: asyncpg.Pool) -> float | None:
+    """Until the next `pending` message falls due (the sender's claims; rows in `sending`
+    are in flight or the reconciler's)."""
     wait = await pool.fetchval(
         "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM messages"
-        " WHERE status IN ('pending', 'sending')"
+        " WHERE status = 'pending'"
     )
     return None if wait is None else float(wait)
 
