@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     )
     outbox_batch_size: int = Field(default=5000, alias="PERLINSOS_OUTBOX_BATCH_SIZE")
     handler_max_attempts: int = Field(default=3, alias="PERLINSOS_HANDLER_MAX_ATTEMPTS")
-    db_pool_size: int = Field(default=4, alias="PERLINSOS_DB_POOL_SIZE")
+    # Connections per service instance, opened as needed: the relay keeps one (its lock)
+    # and notify's sender another (its liveness), the rest serve the consumers' batches,
+    # the sender's claims and records and the other loops without queueing for one.
+    db_pool_size: int = Field(default=8, alias="PERLINSOS_DB_POOL_SIZE")
     # Kafka's idempotent producer (no duplicates from producer retries, order kept with
     # several requests in flight). On by default; `perlinsos up` turns it off for the
     # embedded broker, which does not implement it.
