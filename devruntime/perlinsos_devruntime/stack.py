@@ -3,6 +3,9 @@
 `Stack.start()` starts what is missing, creates every topic, starts each service as its
 own process (`python -m perlinsos_<service>`), waits until each answers `/readyz`, and
 `Stack.stop()` stops everything in reverse order, leaving no process or port behind.
+What can overlap does: the service processes start first and import while the broker and
+PostgreSQL start (`warm.py`: their settings follow on stdin), and the topics, the logins
+and the agency keys are made side by side as soon as their server answers.
 
 `Stack.supervise()` (what `perlinsos up` runs) then keeps it running the way an
 orchestrator would, from a thread of its own:
