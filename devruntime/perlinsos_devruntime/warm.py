@@ -15,8 +15,9 @@ import os
 import runpy
 import sys
 
-# Imported ahead: none reads a setting at import (the service's own modules may, so they
-# are imported after the environment is complete).
+# Imported ahead, then the service's own `app` module: none reads a setting the stack
+# hands over (broker, database, state directory, ports) at import; what they read at
+# import (premium's roll interval) comes from the environment `up` itself was given.
 PRELOAD = (
     "aiokafka",
     "asyncpg",
@@ -32,7 +33,7 @@ PRELOAD = (
 
 def main() -> None:
     name = sys.argv[1]
-    for module in PRELOAD:
+    for module in (*PRELOAD, f"perlinsos_{name}.app"):
         importlib.import_module(module)
     line = sys.stdin.readline()
     if not line.strip():
