@@ -28,7 +28,8 @@ from typing import Any
 from benchmarks import latency
 from benchmarks.provider import env as provider_env
 
-# (span kind, span name) -> step; a submission's steps in the order it passes them
+# (span kind, span name) -> step; a submission's steps in the order it passes them (the
+# relays' publish spans exist only where the relay makes one per message)
 STEPS = {
     ("CONSUMER", "registry.intake.v1 process"): "registry consumed",
     ("PRODUCER", "registry.participants.v1 publish"): "registry relayed",
@@ -37,6 +38,7 @@ STEPS = {
     ("CONSUMER", "eligibility.decisions.v1 process"): "notify consumed",
     ("CLIENT", "sms send"): "sms send started",
 }
+OWNER = {"eligibility consumed": "eligibility", "notify consumed": "notify"}
 ORDER = ["published", *dict.fromkeys(STEPS.values()), "at the provider"]
 
 
@@ -62,8 +64,8 @@ def hops(
                 step = STEPS.get((rec["kind"], rec["name"]))
                 if step is None:
                     continue
-                if step == "notify consumed" and service != "notify":
-                    continue  # premium consumes the decisions too
+                if OWNER.get(step, service) != service:
+                    continue  # premium consumes the participants and decisions too
                 trace_id = rec["trace_id"]
                 rid = rec["attributes"].get("perlinsos.request_id")
                 if step == "registry consumed" and rid:
@@ -80,10 +82,10 @@ def hops(
         steps = {**seen, "published": sent_at[phone]}
         if phone in arrived:
             steps["at the provider"] = arrived[phone]
-        for a, b in itertools.pairwise(ORDER):
-            if a in steps and b in steps:
-                gaps[f"{a} -> {b}"].append(steps[b] - steps[a])
-    names = [f"{a} -> {b}" for a, b in itertools.pairwise(ORDER)]
+        # between consecutive steps seen (traces without a relay's publish span skip it)
+        for a, b in itertools.pairwise([s for s in ORDER if s in steps]):
+            gaps[f"{a} -> {b}"].append(steps[b] - steps[a])
+    names = [f"{a} -> {b}" for a, b in itertools.combinations(ORDER, 2)]
     return {k: _summary(gaps[k]) for k in names if k in gaps}
 
 
