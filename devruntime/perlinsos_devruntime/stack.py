@@ -52,7 +52,8 @@ from perlinsos_devruntime.provisioning import (
     provision_agency_topics,
     provision_logins,
 )
-from perlinsos_shared.db_roles import SERVICES, login_url
+from perlinsos_shared.db_roles import SERVICES as SERVICES  # re-exported: the services a stack runs
+from perlinsos_shared.db_roles import login_url
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.operator import replay_outboxes
 from perlinsos_shared.settings import Settings, settings_env
@@ -78,7 +79,7 @@ class Backoff:
     failures: int = 0
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.first * 2**self.failures)
+        delay = min(self.cap, self.first * 2.0**self.failures)
         self.failures += 1
         return delay * random.uniform(0.8, 1.2)
 

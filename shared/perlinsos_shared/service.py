@@ -192,7 +192,7 @@ class ServiceRuntime:
 
         @subscriber
         async def _subscriber(body: Any, message: KafkaMessage) -> None:
-            raw: Sequence[Any] = message.raw_message  # type: ignore[assignment]
+            raw: Sequence[Any] = message.raw_message
             await consumer.process(raw)
             self._kafka_consumers[topic.name] = message.consumer
             consumer.note_positions(message.consumer, raw)
