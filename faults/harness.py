@@ -32,9 +32,10 @@ from aiokafka import AIOKafkaProducer
 
 from perlinsos_devruntime.cohort import Submission, generate_cohort
 from perlinsos_devruntime.embedded import free_port, free_port_block
-from perlinsos_devruntime.stack import SERVICES, Stack
+from perlinsos_devruntime.stack import Stack
 from perlinsos_devruntime.tcpproxy import TcpProxy
 from perlinsos_shared import intake_client
+from perlinsos_shared.db_roles import SERVICES
 from perlinsos_shared.outbox import UNSENT
 from perlinsos_shared.settings import Settings
 
