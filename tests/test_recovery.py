@@ -17,19 +17,23 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from perlinsos_devruntime.agency import Listener, publish_submissions, settled_run
-from perlinsos_devruntime.cohort import generate_cohort
+from perlinsos_devruntime.cohort import Submission, generate_cohort
 from perlinsos_devruntime.embedded import EmbeddedKafka, free_port
 from perlinsos_devruntime.stack import Stack
+from perlinsos_registry.reasons import IntakeCode
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.operator import replay_outboxes
 from perlinsos_shared.settings import Settings
 from perlinsos_shared.topics import DECISIONS, DELIVERIES, PARTICIPANTS, Topic
+
+INTAKE_CODES = frozenset(get_args(IntakeCode))
 
 pytestmark = pytest.mark.flow
 
@@ -106,79 +110,147 @@ def _handled(stack: Stack) -> Counter[tuple[str, str]]:
     return out
 
 
-async def _caught_up(stack: Stack, timeout: float = 90) -> None:
-    """Until every service has handled every event on the topics it reads."""
-    reads = {
-        "eligibility": [PARTICIPANTS],
-        "premium": [DECISIONS, PARTICIPANTS],
-        "notify": [DECISIONS],
-    }
-    sizes = {
-        topic.name: len(await _read_all(stack.bootstrap_servers, topic))
-        for topic in {t for ts in reads.values() for t in ts}
-    }
+READS = {
+    "eligibility": [PARTICIPANTS],
+    "premium": [DECISIONS, PARTICIPANTS],
+    "notify": [DECISIONS],
+}
+
+
+async def _topic_sizes(stack: Stack) -> dict[str, int]:
+    topics = {t for ts in READS.values() for t in ts}
+    return {t.name: len(await _read_all(stack.bootstrap_servers, t)) for t in topics}
+
+
+async def _caught_up(stack: Stack, timeout: float = 90) -> dict[str, int]:
+    """Until every service has handled every event on the topics it reads; the topic
+    sizes it waited for."""
+    sizes = await _topic_sizes(stack)
     deadline = time.monotonic() + timeout
     while True:
         handled = await asyncio.to_thread(_handled, stack)
         missing = {
             (svc, t.name): sizes[t.name] - handled[(svc, t.name)]
-            for svc, topics in reads.items()
+            for svc, topics in READS.items()
             for t in topics
             if handled[(svc, t.name)] < sizes[t.name]
         }
         if not missing:
-            return
+            return sizes
         assert time.monotonic() < deadline, f"not handled yet: {missing}"
         await asyncio.sleep(0.5)
 
 
+async def _nothing_more_to_happen(stack: Stack, url: str) -> None:
+    """A fixed point, not a pause: every service has handled every event on the topics
+    it reads, no outbox holds an unpublished row (so nothing those events caused is still
+    on its way), and the topics have not grown meanwhile."""
+    while True:
+        sizes = await _caught_up(stack)
+        conn = await asyncpg.connect(url)
+        try:
+            unpublished = 0
+            for service in ("registry", "eligibility", "premium", "notify"):
+                unpublished += await conn.fetchval(
+                    f"SELECT count(*) FROM {service}.outbox WHERE published_at IS NULL"
+                )
+        finally:
+            await conn.close()
+        if unpublished == 0 and await _topic_sizes(stack) == sizes:
+            return
+
+
 async def _converged(
-    url: str, sms_file: Path, expected_ledger_idr: int, timeout: float = 60
+    url: str, sms_file: Path, expected: dict[str, object], timeout: float = 60
 ) -> dict[str, object]:
-    """The state once the ledger and the SMS sink stop moving towards the expected end."""
+    """The state once it is the expected one, or as it is after `timeout` (the ledger and
+    the SMS sink trail the decisions the listener has seen)."""
     deadline = time.monotonic() + timeout
     while True:
         state = await _state(url, sms_file)
-        if (
-            state["ledger_idr"] == expected_ledger_idr
-            and state["sms_handed_over"] == state["participants"]
-        ) or time.monotonic() > deadline:
+        if all(state[k] == v for k, v in expected.items()) or time.monotonic() > deadline:
             return state
         await asyncio.sleep(0.5)
+
+
+def _expected(subs: list[Submission]) -> dict[str, object]:
+    """What a run must end with, from the cohort generator alone (each submission's one
+    deliberate fault, or none), not from anything the system reports."""
+    refused = [s for s in subs if s.fault in INTAKE_CODES]
+    enrolled = len(subs) - len(refused)
+    eligible = sum(1 for s in subs if s.fault is None)
+    return {
+        "participants": enrolled,
+        "decisions": enrolled,
+        "ledger_idr": 16_800 * eligible,
+        "ledger_rows": eligible,
+        "sms_rows": enrolled,
+        "sms_handed_over": enrolled,
+        "sms_repeated": 0,
+    }
 
 
 async def test_services_killed_mid_stream_end_in_the_same_state(
     stack: Stack, settings: Settings
 ) -> None:
+    """SIGKILL of all four services once 10-90% of the submissions are decided, then
+    started again: the end state is the one the cohort generator expects (each clean
+    person eligible, each intake fault refused with its code, each eligibility fault
+    decided ineligible with its code; a participant, decision, SMS and ledger row each
+    exactly once)."""
     subs = generate_cohort(size=1500, seed=11, fault_rate=0.05)
     keys = {(s.agency, s.request_id) for s in subs}
     listener = Listener(stack.bootstrap_servers)
     await listener.start()
+    listener.outcomes.watch(keys)
     try:
-        await publish_submissions(
-            stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs)
-        )
-        await asyncio.sleep(0.5)  # the stream is flowing: kill in the middle of it
+        # send in small chunks, watching the answers between them, and stop sending once
+        # 10% of all submissions are answered: the kill then lands in the middle of the work
+        sent = 0
+        while listener.outcomes.settled(keys) < len(keys) // 10:
+            assert sent < len(subs), "not 10% answered after sending everything"
+            chunk = subs[sent : sent + 50]
+            await publish_submissions(
+                stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in chunk)
+            )
+            sent += len(chunk)
+            await listener.poll(timeout_ms=50)
+        at_kill = listener.outcomes.settled(keys)
+        assert len(keys) // 10 <= at_kill <= len(keys) * 9 // 10
+        assert at_kill < sent, "nothing was in flight when the services were killed"
 
-        def kill_and_restart() -> None:
+        def kill() -> None:
             for name in ("registry", "eligibility", "premium", "notify"):
                 victim = next(s for s in stack.services if s.name == name)
                 stack.stop_service(victim, signal.SIGKILL)
-            stack.start_services(("registry", "eligibility", "premium", "notify"))
 
-        await asyncio.to_thread(kill_and_restart)
-        await listener.wait_settled(keys, timeout=120)
+        await asyncio.to_thread(kill)
+        await publish_submissions(  # the rest, while the services are down
+            stack.bootstrap_servers, ((s.agency, s.data["nik"], s.data) for s in subs[sent:])
+        )
+        await asyncio.to_thread(
+            stack.start_services, ("registry", "eligibility", "premium", "notify")
+        )
+        await listener.wait_settled(keys, timeout=180)
     finally:
         await listener.stop()
-    decided = listener.outcomes.decisions
-    eligible = sum(1 for k, d in decided.items() if k in keys and d["outcome"] == "eligible")
-    state = await _converged(stack.database_url, settings.sms_file, 16_800 * eligible)
-    assert state["participants"] == len([k for k in decided if k in keys])
-    assert state["decisions"] == state["participants"]
-    assert state["sms_rows"] == state["participants"]
-    assert state["sms_handed_over"] == state["participants"]
-    assert state["sms_repeated"] == 0
-    assert state["ledger_idr"] == 16_800 * eligible
+    o = listener.outcomes
+    for s in subs:
+        key = (s.agency, s.request_id)
+        if s.fault in INTAKE_CODES:
+            assert key not in o.decisions and s.fault in o.rejections.get(key, []), s.fault
+        elif s.fault is None:
+            assert o.decisions[key]["outcome"] == "eligible", key
+        else:
+            decision = o.decisions[key]
+            assert decision["outcome"] == "ineligible", s.fault
+            assert s.fault in [r["code"] for r in decision["reasons"]], s.fault
+    decided = {d["decision_id"] for k, d in o.decisions.items() if k in keys}
+    assert {i: o.decision_count[i] for i in decided} == dict.fromkeys(decided, 1)
+    assert {i: o.delivery_count[i] for i in decided} == dict.fromkeys(decided, 1)
+    expected = _expected(subs)
+    state = await _converged(stack.database_url, settings.sms_file, expected)
+    assert state == expected
     per_participant = await _decision_ids_per_participant(stack.bootstrap_servers)
     assert set(per_participant.values()) == {1}, "a participant was decided twice"
 
@@ -203,9 +275,11 @@ async def test_broker_that_lost_its_topics_is_refilled_from_the_outboxes(
         subs = generate_cohort(size=300, seed=5, fault_rate=0.05)
         async with settled_run(stack.bootstrap_servers, subs) as listener:
             decisions = listener.outcomes.decisions
-        eligible = sum(1 for d in decisions.values() if d["outcome"] == "eligible")
-        before = await _converged(database_url, settings.sms_file, 16_800 * eligible)
-        assert before["ledger_idr"] == 16_800 * eligible
+        before = await _converged(database_url, settings.sms_file, _expected(subs))
+        assert before == _expected(subs)
+        assert sum(1 for d in decisions.values() if d["outcome"] == "eligible") == sum(
+            1 for s in subs if s.fault is None
+        )
 
         # the broker loses everything: topics, messages, consumer group offsets
         stack.stop_services()
@@ -223,8 +297,7 @@ async def test_broker_that_lost_its_topics_is_refilled_from_the_outboxes(
             assert time.monotonic() < deadline, "the decisions topic was not refilled"
             await asyncio.sleep(0.5)
             refilled = await _decision_ids_per_participant(kafka.bootstrap_servers)
-        await _caught_up(stack)
-        await asyncio.sleep(1.0)  # anything a replayed event could still have caused
+        await _nothing_more_to_happen(stack, database_url)
         after = await _state(database_url, settings.sms_file)
         assert after == before, "replaying the outboxes changed something"
         assert set(refilled.values()) == {1}
