@@ -64,7 +64,8 @@ async def hot_plans(url: str) -> list[dict[str, Any]]:
         rows = await conn.fetch(
             "SELECT r.rolname AS role, s.query, s.calls, s.total_exec_time, s.rows"
             " FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid"
-            " WHERE r.rolname LIKE 'perlinsos\\_%' ORDER BY s.total_exec_time DESC LIMIT $1",
+            " WHERE r.rolname LIKE 'perlinsos\\_%' AND r.rolname <> 'perlinsos_reader'"
+            " ORDER BY s.total_exec_time DESC LIMIT $1",
             TOP * 3,
         )
         sizes = {
