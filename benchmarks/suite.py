@@ -110,11 +110,16 @@ def run(opts: Options) -> dict[str, Any]:
                 seq += n
                 sampler.phase = f"latency {rate:g}/s"
                 log(f"latency: {n:,} at {rate:g}/s")
+                before = cpu_seconds(stack_pids(stack))
                 figures = asyncio.run(
                     latency.steady(
                         stack.bootstrap_servers, people, rate, sms_log, max(60, opts.latency_s)
                     )
                 )
+                after = cpu_seconds(stack_pids(stack))
+                figures["cpu_s_per_1000"] = {
+                    k: round((after[k] - before[k]) * 1000 / n, 3) for k in after if k in before
+                }
                 results["latency"][f"{rate:g}"] = figures
                 log(f"latency {rate:g}/s: {figures}")
 
