@@ -83,9 +83,9 @@ async def hot_plans(url: str) -> list[dict[str, Any]]:
             schema = r["role"].removeprefix("perlinsos_")
             await conn.execute(f'SET search_path TO "{schema}"')
             try:
-                plan = "\n".join(
-                    x[0] for x in await conn.fetch("EXPLAIN (GENERIC_PLAN) " + r["query"])
-                )
+                stmt = await conn.prepare("EXPLAIN (GENERIC_PLAN) " + r["query"])
+                nulls = [None] * len(stmt.get_parameters())  # not used by a generic plan
+                plan = "\n".join(x[0] for x in await stmt.fetch(*nulls))
             except asyncpg.PostgresError as exc:
                 plan = f"(not explained: {type(exc).__name__})"
             seq = []
