@@ -246,8 +246,11 @@ async def test_services_killed_mid_stream_end_in_the_same_state(
             assert decision["outcome"] == "ineligible", s.fault
             assert s.fault in [r["code"] for r in decision["reasons"]], s.fault
     decided = {d["decision_id"] for k, d in o.decisions.items() if k in keys}
-    assert {i: o.decision_count[i] for i in decided} == dict.fromkeys(decided, 1)
-    assert {i: o.delivery_count[i] for i in decided} == dict.fromkeys(decided, 1)
+    # a SIGKILL between publishing and marking an outbox row published puts that event on
+    # the topic twice (at-least-once transport); consumers drop the copy, so what must be
+    # once is the effect: every decision delivered, and one SMS and one ledger row each
+    assert all(o.decision_count[i] >= 1 for i in decided)
+    assert all(o.delivery_count[i] >= 1 for i in decided), "a decision without a delivery"
     expected = _expected(subs)
     state = await _converged(stack.database_url, settings.sms_file, expected)
     assert state == expected
