@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen
 
-.PHONY: run up test test-faults soak lint typecheck unit db flow bench asyncapi asyncapi-check sync clean
+.PHONY: run up test test-faults soak lint typecheck unit db flow bench profile asyncapi asyncapi-check sync clean
 
 .venv/.synced: uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -57,6 +57,11 @@ soak: sync
 ## "--full", "--two-instances"; `uv run --frozen python -m benchmarks --help`).
 bench: sync
 	$(RUN) python -m benchmarks $(BENCH_ARGS)
+
+## py-spy on every service while the cohort runs; each service's top costs (PROFILE_ARGS=
+## "--size 24300 --out .perlinsos-profile"; the raw stacks open in speedscope).
+profile: sync
+	$(RUN) python -m benchmarks.profile $(PROFILE_ARGS)
 
 ## Regenerate the AsyncAPI document of every topic from the code.
 asyncapi: sync

@@ -108,15 +108,18 @@ async def hot_plans(url: str) -> list[dict[str, Any]]:
         await conn.close()
 
 
-async def scans(url: str) -> list[dict[str, Any]]:
-    """Tables with more than `LARGE` rows: sequential and index scans over the run."""
+async def scans(url: str, larger_than: int = LARGE) -> list[dict[str, Any]]:
+    """Tables with more than `larger_than` rows: sequential and index scans over the run,
+    and the bytes they take with their indexes."""
     conn = await asyncpg.connect(url)
     try:
+        await conn.execute("ANALYZE")
         rows = await conn.fetch(
-            "SELECT schemaname, relname, n_live_tup, seq_scan, seq_tup_read, idx_scan"
+            "SELECT schemaname, relname, n_live_tup, seq_scan, seq_tup_read, idx_scan,"
+            " pg_total_relation_size(relid) AS bytes"
             " FROM pg_stat_user_tables WHERE n_live_tup > $1"
             " ORDER BY seq_tup_read DESC, n_live_tup DESC",
-            LARGE,
+            larger_than,
         )
         return [
             {
@@ -125,6 +128,7 @@ async def scans(url: str) -> list[dict[str, Any]]:
                 "seq_scans": int(r["seq_scan"] or 0),
                 "rows_read_by_seq_scans": int(r["seq_tup_read"] or 0),
                 "index_scans": int(r["idx_scan"] or 0),
+                "bytes": int(r["bytes"]),
             }
             for r in rows
         ]

@@ -233,6 +233,7 @@ def _details(r: dict[str, Any]) -> list[str]:
         for name, s in mem.items():
             cells = [f"{s['by_phase_end_mb'].get(p, 0):.0f}" for p in phases]
             out.append(f"| {name} | {s['max_mb']:.0f} | " + " | ".join(cells) + " |")
+    out += _tables(r.get("tables") or [], "after the cohort and the steady runs")
     m = r.get("million")
     if m:
         rates = m.get("per_100k_rate_per_s") or []
@@ -262,21 +263,7 @@ def _details(r: dict[str, Any]) -> list[str]:
                 out.append(
                     f"| {h['service']} | `{q}` | {h['calls']:,} | {h['ms_per_call']} | {seq} |"
                 )
-        big = m.get("large_tables") or []
-        if big:
-            out += [
-                "",
-                "Tables over 10,000 rows at the end, with PostgreSQL's count of sequential and"
-                " index scans over the whole run:",
-                "",
-                "| table | rows | sequential scans | rows read by them | index scans |",
-                "| --- | ---: | ---: | ---: | ---: |",
-            ]
-            for t in big:
-                out.append(
-                    f"| {t['table']} | {t['rows']:,} | {t['seq_scans']:,} |"
-                    f" {t['rows_read_by_seq_scans']:,} | {t['index_scans']:,} |"
-                )
+        out += _tables(m.get("large_tables") or [], "at the end of that run")
     close = r.get("close")
     if close:
         out += [
@@ -294,6 +281,26 @@ def _details(r: dict[str, Any]) -> list[str]:
             f" {two['sms_s']} s; CPU s per 1,000 people: "
             + ", ".join(f"{k} {v:.3f}" for k, v in sorted(two["cpu_s_per_1000"].items())),
         ]
+    return out
+
+
+def _tables(tables: list[dict[str, Any]], when: str) -> list[str]:
+    if not tables:
+        return []
+    out = [
+        "",
+        f"Tables {when} (over 1,000 rows), with PostgreSQL's count of sequential and index"
+        " scans since the stack started, and their size with indexes:",
+        "",
+        "| table | rows | sequential scans | rows read by them | index scans | MB | bytes per row |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for t in tables:
+        size = t.get("bytes", 0)
+        out.append(
+            f"| {t['table']} | {t['rows']:,} | {t['seq_scans']:,} | {t['rows_read_by_seq_scans']:,}"
+            f" | {t['index_scans']:,} | {size / 2**20:,.1f} | {size // max(1, t['rows']):,} |"
+        )
     return out
 
 

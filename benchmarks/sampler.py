@@ -21,7 +21,7 @@ from perlinsos_devruntime.stack import Stack
 class Sampler:
     stack: Stack
     every_s: float = 1.0
-    phase: str = "start"
+    phase: str | None = "start"  # None: not sampling
     samples: list[tuple[float, str, str, int, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -39,13 +39,15 @@ class Sampler:
     def _run(self) -> None:
         t0 = time.monotonic()
         while not self._stop.wait(self.every_s):
+            if self.phase is None:
+                continue
             for svc in list(self.stack.services):
                 try:
                     rss = psutil.Process(svc.process.pid).memory_info().rss / 2**20
                 except psutil.Error:
                     continue
                 self.samples.append(
-                    (time.monotonic() - t0, self.phase, svc.name, svc.process.pid, rss)
+                    (time.monotonic() - t0, self.phase or "", svc.name, svc.process.pid, rss)
                 )
 
     def summary(self) -> dict[str, dict[str, Any]]:

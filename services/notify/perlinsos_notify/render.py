@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from importlib import resources
@@ -83,6 +83,11 @@ class Names:
 
     salutations: dict[str, str]  # "L" -> "Bapak", "P" -> "Ibu", "" -> "Bapak/Ibu"
     skip: tuple[tuple[str, ...], ...]  # titles, longest first, casefolded, without dots
+    # the first words of `skip`: most words start no title, and need no look at `skip`
+    starts: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "starts", frozenset(p[0] for p in self.skip if p))
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,11 @@ def templates() -> dict[str, str]:
 def to_gsm7(text: str) -> str:
     """Plain GSM-7 text: typographic punctuation folded, letters stripped of accents,
     anything without a GSM-7 form dropped, runs of spaces collapsed."""
+    text = text.translate(_PUNCTUATION)
+    if _PLAIN.issuperset(text):  # the usual case: nothing to fold or drop
+        return " ".join(text.split())
     out: list[str] = []
-    for ch in text.translate(_PUNCTUATION):
+    for ch in text:
         if ch in _PLAIN:
             out.append(ch)
             continue
@@ -181,10 +189,12 @@ def name_word(full_name: str, names: Names) -> str | None:
     keys = [t.rstrip(".").casefold() for t in tokens]
     i = 0
     while i < len(tokens):
-        skipped = next(
-            (len(p) for p in names.skip if tuple(keys[i : i + len(p)]) == p),
-            0,
-        )
+        skipped = 0
+        if keys[i] in names.starts:
+            skipped = next(
+                (len(p) for p in names.skip if tuple(keys[i : i + len(p)]) == p),
+                0,
+            )
         if skipped:
             i += skipped
             continue

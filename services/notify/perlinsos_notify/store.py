@@ -90,11 +90,16 @@ _RETURNING = (
 # Due `pending` rows whose participant has no earlier message still open (decision order),
 # moved to `sending` with a fresh attempt token, this instance as owner and no lease yet:
 # the lease starts when the message is handed to the provider (`mark_handed`).
+# The earlier-message check is a per-row subplan (`OFFSET 0` keeps PostgreSQL from turning
+# it into an anti-join): rows are read in claim order (index `messages_claimable`) and
+# checked one by one until the limit, so a claim costs its batch, not the whole backlog;
+# as an anti-join, on statistics not yet updated after a burst, every pending row was
+# joined and sorted on every claim.
 CLAIM_SQL = (
     "WITH due AS (SELECT message_id FROM messages m"
     " WHERE status = 'pending' AND next_attempt_at <= now()"
     " AND NOT EXISTS (SELECT 1 FROM messages e WHERE e.participant_id = m.participant_id"
-    " AND e.seq < m.seq AND e.status IN ('pending', 'sending'))"
+    " AND e.seq < m.seq AND e.status IN ('pending', 'sending') OFFSET 0)"
     " ORDER BY next_attempt_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)"
     " UPDATE messages m SET status = 'sending', claimed_by = $1,"
     " attempt_token = gen_random_uuid(), claimed_at = now(), lease_from = NULL,"
