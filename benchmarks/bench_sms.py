@@ -61,7 +61,7 @@ def _decisions(n: int) -> list[Incoming]:
 
 async def _fill(pool: asyncpg.Pool, settings: Settings, n: int) -> None:
     await pool.execute("TRUNCATE messages, message_attempts, outbox")
-    handler = make_handler(settings, asyncio.Event())
+    handler = make_handler(settings)
     items = _decisions(n)
     for start in range(0, n, 2000):
         async with pool.acquire() as conn, conn.transaction():

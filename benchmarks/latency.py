@@ -90,14 +90,16 @@ async def steady(
     rate: float,
     log: ProviderLog,
     drain_timeout: float = 600,
+    sent_at: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Publish at `rate`, then wait until every SMS arrived, none came for `QUIET_S`, or
-    `drain_timeout` passed."""
+    `drain_timeout` passed. `sent_at`, when given, is filled with each phone number's
+    moment of publishing."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024
     )
     await producer.start()
-    sent_at: dict[str, float] = {}
+    sent_at = {} if sent_at is None else sent_at
     started = time.monotonic()
     wall0 = time.time()
     try:

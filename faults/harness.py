@@ -32,9 +32,11 @@ from aiokafka import AIOKafkaProducer
 
 from perlinsos_devruntime.cohort import Submission, generate_cohort
 from perlinsos_devruntime.embedded import free_port, free_port_block
-from perlinsos_devruntime.stack import SERVICES, Stack
+from perlinsos_devruntime.stack import Stack
 from perlinsos_devruntime.tcpproxy import TcpProxy
 from perlinsos_shared import intake_client
+from perlinsos_shared.db_roles import SERVICES
+from perlinsos_shared.outbox import UNSENT
 from perlinsos_shared.settings import Settings
 
 log = logging.getLogger("perlinsos.faults")
@@ -236,9 +238,7 @@ async def _pending(run: FaultRun) -> tuple[int, int]:
     async def count(conn: asyncpg.Connection) -> tuple[int, int]:
         backlog = 0
         for service in SERVICES:
-            backlog += await conn.fetchval(
-                f"SELECT count(*) FROM {service}.outbox WHERE published_at IS NULL"
-            )
+            backlog += await conn.fetchval(f"SELECT count(*) FROM {service}.outbox WHERE {UNSENT}")
         sms = await conn.fetchval(
             "SELECT count(*) FROM notify.messages WHERE status NOT IN ('accepted', 'failed',"
             " 'undeliverable')"

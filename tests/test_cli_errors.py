@@ -84,6 +84,8 @@ NEEDS_DATABASE = [
     ["notify", "failures"],
     ["outbox", "status"],
     ["outbox", "replay"],
+    ["outbox", "refused"],
+    ["outbox", "retry", "premium"],
 ]
 PAYMENT = ["premium", "record-payment", "--line", "PERWAKO-3-2023", "--period", "2026-10"]
 PAYMENT += ["--amount", "16800", "--reference", "SP2D-1"]

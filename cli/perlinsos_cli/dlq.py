@@ -113,7 +113,7 @@ class DeadLetter:
             headers=[(k, v.encode()) for k, v in self.headers.items()],
         )
         try:
-            env = decode(record)  # type: ignore[arg-type]
+            env = decode(record)
         except ValueError:  # pydantic's ValidationError included
             return None
         return (env.source, env.id)

@@ -24,10 +24,11 @@ import asyncio
 import base64
 import json
 import math
+import operator
 import secrets
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -337,11 +338,12 @@ class FakeTwilio:
             found = [m for m in found if m["to"] == query["To"]]
         if "From" in query:
             found = [m for m in found if m["from"] == query["From"]]
-        for key, keep in (
-            ("DateSent", lambda d, v: d == v),
-            ("DateSent>", lambda d, v: d >= v),
-            ("DateSent<", lambda d, v: d <= v),
-        ):
+        filters: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
+            ("DateSent", operator.eq),
+            ("DateSent>", operator.ge),
+            ("DateSent<", operator.le),
+        )
+        for key, keep in filters:
             if key in query:
                 value = query[key].lstrip("=")[:10]
                 found = [m for m in found if (d := day(m)) is not None and keep(d, value)]

@@ -3,13 +3,18 @@
 `Stack.start()` starts what is missing, creates every topic, starts each service as its
 own process (`python -m perlinsos_<service>`), waits until each answers `/readyz`, and
 `Stack.stop()` stops everything in reverse order, leaving no process or port behind.
+What can overlap does: the service processes start first and import while the broker and
+PostgreSQL start (`warm.py`: their settings follow on stdin), and the topics, the logins
+and the agency keys are made side by side as soon as their server answers.
 
 `Stack.supervise()` (what `perlinsos up` runs) then keeps it running the way an
 orchestrator would, from a thread of its own:
 
 - a service that exits or is killed is started again after a capped, jittered backoff
   (0.5 s doubling to 10 s; back to 0.5 s once it has run for 30 s); one that stops
-  answering `/livez` for 30 s is killed and started again;
+  answering `/livez` for 30 s is killed and started again, and so is one whose start
+  hangs (its `/livez` fails once start-up overran `PERLINSOS_STARTUP_DEADLINE_S`, or it
+  never answers within `START_TIMEOUT_S`);
 - embedded PostgreSQL that exits is started again on the same data directory (crash
   recovery replays its WAL); the services reconnect by themselves;
 - the embedded broker that exits is started again, and since it keeps topics in memory
@@ -27,6 +32,7 @@ Every exit, restart and recovery is a `StackEvent`: kept in `Stack.events`, writ
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -34,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +55,8 @@ from perlinsos_devruntime.provisioning import (
     provision_agency_topics,
     provision_logins,
 )
-from perlinsos_shared.db_roles import SERVICES, login_url
+from perlinsos_shared.db_roles import SERVICES as SERVICES  # re-exported: the services a stack runs
+from perlinsos_shared.db_roles import login_url
 from perlinsos_shared.kafka import ensure_topics
 from perlinsos_shared.operator import replay_outboxes
 from perlinsos_shared.settings import Settings, settings_env
@@ -74,7 +82,7 @@ class Backoff:
     failures: int = 0
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.first * 2**self.failures)
+        delay = min(self.cap, self.first * 2.0**self.failures)
         self.failures += 1
         return delay * random.uniform(0.8, 1.2)
 
@@ -151,6 +159,9 @@ class Stack:
     _postgres_state: _Component = field(default_factory=_Component, repr=False)
     _logins: Logins | None = field(default=None, init=False, repr=False)
     _agency_keys: Path | None = field(default=None, init=False, repr=False)
+    _warm: dict[str, tuple[subprocess.Popen[bytes], IO[bytes]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @property
     def state_dir(self) -> Path:
@@ -210,22 +221,37 @@ class Stack:
         return env
 
     def start_infrastructure(self) -> None:
+        """Broker and PostgreSQL side by side: the topics as soon as the broker answers,
+        the logins as soon as PostgreSQL does, the agency keys meanwhile."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.settings.kafka_bootstrap_servers:
             self.kafka = EmbeddedKafka(self.state_dir, port=self.kafka_port)
             self.settings = self.settings.model_copy(update={"kafka_idempotent": False})
         if not self.settings.database_url:
             self.postgres = EmbeddedPostgres(self.state_dir, port=self.pg_port)
-        starters = [c for c in (self.kafka, self.postgres) if c is not None]
+        kafka, postgres = self.kafka, self.postgres
         errors: list[BaseException] = []
 
-        def run(component: EmbeddedKafka | EmbeddedPostgres) -> None:
+        def broker() -> None:
+            if kafka is not None:
+                kafka.start()
+            self._create_topics()
+
+        def database() -> None:
+            if postgres is not None:
+                postgres.start()
+            _ = self.logins
+
+        def keys() -> None:
+            _ = self.agency_keys
+
+        def run(branch: Callable[[], None]) -> None:
             try:
-                component.start()
+                branch()
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(c,)) for c in starters]
+        threads = [threading.Thread(target=run, args=(b,)) for b in (broker, database, keys)]
         for t in threads:
             t.start()
         for t in threads:
@@ -233,7 +259,6 @@ class Stack:
         if errors:
             self.stop()
             raise errors[0]
-        self._create_topics()
 
     def _create_topics(self) -> None:
         topic_settings = self.settings.model_copy(
@@ -263,8 +288,13 @@ class Stack:
                     "PERLINSOS_METRICS_PORT": str(port),
                     "DATABASE_URL": self.service_login(name),
                 }
-                log_file = log_path.open("ab")
-                proc = _spawn_service(name, svc_env, log_file)
+                warm = self._warm.pop(name, None) if instance == 0 else None
+                if warm is not None:  # started ahead (`start`): hand it its settings
+                    proc, log_file = warm
+                    _hand_env(proc, svc_env)
+                else:
+                    log_file = log_path.open("ab")
+                    proc = _spawn_service(name, svc_env, log_file)
                 svc = ServiceProcess(name, port, proc, log_path, log_file, env=svc_env)
                 self.services.append(svc)
                 started.append(svc)
@@ -299,9 +329,32 @@ class Stack:
             svc.ready = True
 
     def start(self) -> None:
-        self.start_infrastructure()
-        # generous: a service on a loaded 2-core machine can take a minute to import
-        self.start_services(timeout=START_TIMEOUT_S)
+        """Everything, in parallel where it can be: the service processes start first and
+        import what they need while the broker and PostgreSQL start (`warm.py`); they get
+        their settings once those answer."""
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in SERVICES:
+            log_file = (logs / f"{name}.log").open("ab")
+            self._warm[name] = (_spawn_warm(name, log_file), log_file)
+        try:
+            self.start_infrastructure()
+            # generous: a service on a loaded 2-core machine can take a minute to import
+            self.start_services(timeout=START_TIMEOUT_S)
+        finally:
+            self._drop_warm()
+
+    def _drop_warm(self) -> None:
+        """Processes started ahead that were never given their settings: ended."""
+        warm, self._warm = self._warm, {}
+        for proc, log_file in warm.values():
+            _hand_env(proc, None)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log_file.close()
 
     def stop_service(self, svc: ServiceProcess, sig: int = signal.SIGTERM) -> None:
         """Stop one instance for good (SIGKILL to simulate a crash); not restarted."""
@@ -490,6 +543,8 @@ class Stack:
                         self._event(
                             svc.name, "ready", f"{now - svc.started_at:.1f}s after its start"
                         )
+                else:
+                    self._watch_start(svc, now)
                 continue
             svc.backoff.healthy_for(now - svc.started_at)
             if now >= svc.next_live_probe:
@@ -505,6 +560,24 @@ class Stack:
                             f"/livez failed {svc.live_failures} times: killed",
                         )
                         svc.process.kill()
+
+    def _watch_start(self, svc: ServiceProcess, now: float) -> None:
+        """A start that hangs is killed (and so started again): the service's `/livez`
+        fails once its start-up overran `PERLINSOS_STARTUP_DEADLINE_S`, and one that
+        never answers at all is given `START_TIMEOUT_S`."""
+        if now < svc.next_live_probe:
+            return
+        svc.next_live_probe = now + LIVENESS_EVERY_S
+        status, reason = _livez(svc.health_url)
+        if status == 503:
+            svc.live_failures += 1
+        elif status is None and now - svc.started_at > START_TIMEOUT_S:
+            svc.live_failures, reason = LIVENESS_FAILURES, f"no answer for {START_TIMEOUT_S:.0f}s"
+        else:
+            svc.live_failures = 0
+        if svc.live_failures >= LIVENESS_FAILURES:
+            self._event(svc.name, "start-up stuck", f"{reason}: killed")
+            svc.process.kill()
 
     def _respawn(self, svc: ServiceProcess, why: str) -> None:
         if svc.process.poll() is None:
@@ -530,6 +603,27 @@ def _spawn_service(name: str, env: dict[str, str], log_file: IO[bytes]) -> subpr
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
+
+
+def _spawn_warm(name: str, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    """A service process that imports ahead and waits for its settings (`warm.py`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "perlinsos_devruntime.warm", name],
+        stdin=subprocess.PIPE,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _hand_env(proc: subprocess.Popen[bytes], env: dict[str, str] | None) -> None:
+    """Give a warm process its environment (None: nothing, it ends)."""
+    assert proc.stdin is not None
+    try:
+        if env is not None:
+            proc.stdin.write(json.dumps(env).encode() + b"\n")
+        proc.stdin.close()
+    except OSError:  # it exited already: wait_ready reports it with its log
+        pass
 
 
 def _stop_processes(services: list[ServiceProcess], timeout: float) -> None:
@@ -560,6 +654,21 @@ def _answers(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def _livez(url: str) -> tuple[int | None, str]:
+    """`/livez`'s status and reason (None: no answer)."""
+    try:
+        with urllib.request.urlopen(url + "/livez", timeout=2) as resp:
+            return int(resp.status), ""
+    except urllib.error.HTTPError as err:
+        try:
+            reason = str(json.loads(err.read()).get("reason", ""))
+        except ValueError:
+            reason = ""
+        return int(err.code), reason or f"/livez answered {err.code}"
+    except OSError:
+        return None, ""
 
 
 def _ready(url: str) -> bool:

@@ -129,7 +129,7 @@ async def migrate(pool: asyncpg.Pool, service: str, packages: Sequence[str]) -> 
     return applied_now
 
 
-async def open_service_db(url: str, service: str, pool_size: int = 4) -> asyncpg.Pool:
+async def open_service_db(url: str, service: str, pool_size: int = 8) -> asyncpg.Pool:
     """Pool for a service with the shared tables (outbox, inbox) and its own migrations."""
     pool = await create_pool(url, service, max_size=pool_size)
     await migrate(pool, service, [SHARED_MIGRATIONS, f"perlinsos_{service}.migrations"])

@@ -90,7 +90,8 @@ def _is_plain(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | list | tuple)
 
 
-LIBRARY_LOGGERS = ("aiokafka", "kafka", "faststream", "asyncio")
+# httpx logs every request at info: a line per SMS handed over, and the provider's URLs
+LIBRARY_LOGGERS = ("aiokafka", "kafka", "faststream", "asyncio", "httpx", "httpcore")
 
 
 def setup_logging(service: str, level: int = logging.INFO) -> None:

@@ -9,7 +9,7 @@ outcome, funding line, period, provider, status; never a NIK, name, phone or per
 
 The platform instruments (`PlatformMetrics`) cover what every service shares: messages
 consumed and produced per topic, batch durations, duplicates, dead letters, consumer lag
-per partition, outbox backlog and age.
+per partition, outbox backlog and age, outbox rows the broker refused.
 """
 
 from __future__ import annotations
@@ -116,6 +116,11 @@ class PlatformMetrics:
             "perlinsos.messages.produced",
             unit="{message}",
             description="Outbox rows published, per topic",
+        )
+        self.outbox_refused = m.create_counter(
+            "perlinsos.outbox.refused",
+            unit="{row}",
+            description="Outbox rows the broker refused for themselves (marked, skipped)",
         )
         self.batch_duration = m.create_histogram(
             "perlinsos.consumer.batch.duration",

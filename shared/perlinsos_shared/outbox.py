@@ -18,6 +18,18 @@ batch in flight holds its rows (`FOR UPDATE`) so a replay waits for it and then 
 those rows too. While the broker is being rebuilt, `hold` stops every relay of the
 service from publishing, so that no row written meanwhile reaches the empty broker
 before the older rows it depends on (an exit before its enrolment); `replay` lifts it.
+
+A row the broker (or the producer) refuses for itself, deterministically (a record
+larger than it accepts), would otherwise fail its batch forever and stop every row behind
+it. When a batch fails only with such refusals, each refused row is sent again alone;
+one refused again is marked refused (`refused_at`, `refusal`: the error, no content),
+counted in `perlinsos.outbox.refused`, logged, and skipped; every other row of the batch
+is published as usual. Any other error (broker away, timeouts, authorisation) fails the
+batch as before and it is retried whole. Later rows of the refused row's key are
+published too: a refusal never clears by itself, and holding the key would stop that
+participant's events for good with no way to see why; the refused row is kept, shown by
+`perlinsos outbox status` / `refused`, and `retry_refused` queues it again once the limit
+is raised (it then arrives after the later rows of its key).
 """
 
 from __future__ import annotations
@@ -32,13 +44,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import InvalidTopicError, MessageSizeTooLargeError, RecordTooLargeError
 
 from perlinsos_shared.envelope import CONTENT_TYPE, CloudEvent, encode
 from perlinsos_shared.metrics import platform
+from perlinsos_shared.supervisor import error_summary
 
 log = logging.getLogger("perlinsos.outbox")
 
 Publish = Callable[[str, str | None, bytes, dict[str, str]], Awaitable[Any]]
+
+# Refusals that belong to the record itself and repeat on every try (Kafka's
+# MESSAGE_TOO_LARGE and RECORD_LIST_TOO_LARGE, the producer's own size check, a topic name
+# the broker rejects); retriable errors and ones about the broker or the client are not here
+REFUSED = (MessageSizeTooLargeError, RecordTooLargeError, InvalidTopicError)
 
 
 @dataclass
@@ -97,6 +116,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self.published = 0
+        self.refused = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -106,7 +126,7 @@ class OutboxRelay:
         self._wake.set()
 
     async def backlog(self) -> int:
-        value = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        value = await self._pool.fetchval(f"SELECT count(*) FROM outbox WHERE {UNSENT}")
         return int(value or 0)
 
     async def run(self) -> None:
@@ -144,9 +164,9 @@ class OutboxRelay:
     async def backlog_and_age(self) -> tuple[int, float]:
         """Unpublished rows and the age in seconds of the oldest (0 when none)."""
         row = await self._pool.fetchrow(
-            "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS n,"
+            f"SELECT (SELECT count(*) FROM outbox WHERE {UNSENT}) AS n,"
             " coalesce((SELECT extract(epoch FROM now() - created_at) FROM outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT 1), 0) AS age"
+            f" WHERE {UNSENT} ORDER BY id LIMIT 1), 0) AS age"
         )
         if row is None:
             return 0, 0.0
@@ -170,36 +190,95 @@ class OutboxRelay:
             rows = await conn.fetch(_NEXT_BATCH, self._batch_size)
             if not rows:
                 return 0
-            await self._publish_rows(rows)
+            refused = await self._publish_rows(rows)
+            if refused:
+                refused = await self._confirm_refused([r for r in rows if r["id"] in refused])
+                await conn.executemany(
+                    "UPDATE outbox SET refused_at = now(), refusal = $2 WHERE id = $1",
+                    sorted(refused.items()),
+                )
+            sent = [r for r in rows if r["id"] not in refused]
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
+                [r["id"] for r in sent],
             )
-        self.published += len(rows)
+        self.published += len(sent)
         metrics = platform()
-        for topic, n in Counter(r["topic"] for r in rows).items():
+        for topic, n in Counter(r["topic"] for r in sent).items():
             metrics.produced.add(n, {"topic": topic})
+        for row in rows:
+            if row["id"] in refused:
+                self.refused += 1
+                metrics.outbox_refused.add(1, {"topic": row["topic"]})
+                log.error(
+                    "outbox row refused by the broker; marked refused and skipped",
+                    extra={
+                        "service": self._service,
+                        "outbox_id": row["id"],
+                        "topic": row["topic"],
+                        "bytes": len(row["value"]),
+                        "refusal": refused[row["id"]],
+                    },
+                )
         metrics.relay_duration.record(time.perf_counter() - started)
         return len(rows)
 
-    async def _publish_rows(self, rows: list[asyncpg.Record]) -> None:
-        # Each message carries the trace context stored beside its row: that of the span
-        # that wrote it (the consumer span of the message that caused it), so the next
-        # consumer's span is a child of that span. No span per send: a producer span per
-        # row was a third of the spans of an enrolment, and says no more than the
-        # consumer span around it and the `perlinsos_messages_produced_total` metric.
+    async def _publish_rows(self, rows: list[asyncpg.Record]) -> dict[int, str]:
+        """Send the rows, pipelined; the ids refused for themselves (see `REFUSED`) and
+        why. Any other error escapes, after every send has finished.
+
+        Each message carries the trace context stored beside its row: that of the span
+        that wrote it (the consumer span of the message that caused it), so the next
+        consumer's span is a child of that span. No span per send: a producer span per
+        row was a third of the spans of an enrolment, and says no more than the
+        consumer span around it and the `perlinsos_messages_produced_total` metric."""
         publish = self._publish
-        pending = [await publish(r["topic"], r["key"], r["value"], r["headers"]) for r in rows]
-        await asyncio.gather(*pending)
+        pending: list[Any] = []
+        for r in rows:
+            try:
+                pending.append(await publish(r["topic"], r["key"], r["value"], r["headers"]))
+            except REFUSED as exc:  # the producer's own check, before anything is sent
+                pending.append(_failed(exc))
+            except BaseException:
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        refused: dict[int, str] = {}
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, REFUSED):
+                refused[row["id"]] = error_summary(result)
+            elif isinstance(result, BaseException):
+                raise result
+        return refused
+
+    async def _confirm_refused(self, rows: list[asyncpg.Record]) -> dict[int, str]:
+        """Send each row refused in a batch again, alone and in order (a broker refuses a
+        whole record batch for one record in it); the ones refused again, and why."""
+        refused: dict[int, str] = {}
+        for row in rows:
+            try:
+                future = await self._publish(row["topic"], row["key"], row["value"], row["headers"])
+                await future
+            except REFUSED as exc:
+                refused[row["id"]] = error_summary(exc)
+        return refused
 
 
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+# rows still to publish: neither published nor refused by the broker
+UNSENT = "published_at IS NULL AND refused_at IS NULL"
 _PENDING = (
-    "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
+    f"SELECT EXISTS (SELECT 1 FROM outbox WHERE {UNSENT})"
     " AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
 )
 _NEXT_BATCH = (
     "SELECT id, topic, key, value, headers FROM outbox"
-    " WHERE published_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
+    f" WHERE {UNSENT} AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
     " ORDER BY id LIMIT $1 FOR UPDATE"
 )
 _BATCH_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtext('relay-batch:' || $1))"
@@ -247,4 +326,24 @@ async def replay(pool: asyncpg.Pool, service: str, since: Any = None) -> int:
                 since,
             )
         await conn.execute("DELETE FROM outbox_hold")
+    return int(status.split()[-1])
+
+
+async def refused_rows(pool: asyncpg.Pool, limit: int = 100) -> list[asyncpg.Record]:
+    """Rows the broker refused (id, topic, size, when, why; never the content)."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "SELECT id, topic, octet_length(value) AS bytes, created_at, refused_at, refusal"
+        " FROM outbox WHERE refused_at IS NOT NULL ORDER BY id LIMIT $1",
+        limit,
+    )
+    return rows
+
+
+async def retry_refused(pool: asyncpg.Pool, ids: list[int] | None = None) -> int:
+    """Queue refused rows (these, or all) for publication again; how many."""
+    status = await pool.execute(
+        "UPDATE outbox SET refused_at = NULL, refusal = NULL WHERE refused_at IS NOT NULL"
+        " AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))",
+        ids,
+    )
     return int(status.split()[-1])

@@ -31,14 +31,24 @@ class Settings(BaseSettings):
 
     # Consumer tuning: batches keep round trips off the hot path.
     consumer_max_records: int = Field(default=2000, alias="PERLINSOS_CONSUMER_MAX_RECORDS")
+    # How long one poll waits when nothing is there (records return as soon as they come).
     consumer_batch_timeout_ms: int = Field(default=20, alias="PERLINSOS_CONSUMER_BATCH_TIMEOUT_MS")
+    # The longest a fetch request waits at the broker for records (Kafka's
+    # fetch.max.wait.ms); a broker that does not answer early when records arrive holds
+    # each fetch this long, so it bounds the wait per hop.
+    consumer_fetch_max_wait_ms: int = Field(
+        default=100, alias="PERLINSOS_CONSUMER_FETCH_MAX_WAIT_MS"
+    )
     # A short session timeout makes a group join (and recovery from a killed instance) fast.
     consumer_session_timeout_ms: int = Field(
         default=6000, alias="PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS"
     )
     outbox_batch_size: int = Field(default=5000, alias="PERLINSOS_OUTBOX_BATCH_SIZE")
     handler_max_attempts: int = Field(default=3, alias="PERLINSOS_HANDLER_MAX_ATTEMPTS")
-    db_pool_size: int = Field(default=4, alias="PERLINSOS_DB_POOL_SIZE")
+    # Connections per service instance, opened as needed: the relay keeps one (its lock)
+    # and notify's sender another (its liveness), the rest serve the consumers' batches,
+    # the sender's claims and records and the other loops without queueing for one.
+    db_pool_size: int = Field(default=8, alias="PERLINSOS_DB_POOL_SIZE")
     # Kafka's idempotent producer (no duplicates from producer retries, order kept with
     # several requests in flight). On by default; `perlinsos up` turns it off for the
     # embedded broker, which does not implement it.
@@ -60,6 +70,9 @@ class Settings(BaseSettings):
     # ticked for this long (the process is wedged and should be restarted).
     consumer_stall_s: float = Field(default=60.0, alias="PERLINSOS_CONSUMER_STALL_S")
     liveness_stall_s: float = Field(default=30.0, alias="PERLINSOS_LIVENESS_STALL_S")
+    # /livez also fails when start-up (database, migrations, producer, consumer group
+    # joins) has not finished within this long, so a start that hangs is restarted.
+    startup_deadline_s: float = Field(default=180.0, alias="PERLINSOS_STARTUP_DEADLINE_S")
 
     # SMS (notify)
     sms_provider: Literal["file", "twilio"] = "file"

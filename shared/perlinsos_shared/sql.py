@@ -21,16 +21,26 @@ def json_text(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def unnest_select(columns: Sequence[tuple[str, str]], *, first: int = 1) -> str:
+def unnest_select(
+    columns: Sequence[tuple[str, str]], *, first: int = 1, in_order: bool = False
+) -> str:
     """`SELECT c1, c2::jsonb FROM unnest($1::t1[], $2::text[]) AS t(c1, c2)` for
-    (name, type) columns, parameters numbered from `first`."""
+    (name, type) columns, parameters numbered from `first`; `in_order`: the rows come out
+    in array order (`WITH ORDINALITY ... ORDER BY`), for a sequence default that must
+    follow the order the rows were given in."""
     names = [name for name, _ in columns]
     arrays = [
         f"${first + i}::{'text' if kind == 'jsonb' else kind}[]"
         for i, (_, kind) in enumerate(columns)
     ]
     picks = [f"{name}::jsonb" if kind == "jsonb" else name for name, kind in columns]
-    return f"SELECT {', '.join(picks)} FROM unnest({', '.join(arrays)}) AS t({', '.join(names)})"
+    source = f"unnest({', '.join(arrays)})"
+    if in_order:
+        return (
+            f"SELECT {', '.join(picks)} FROM {source} WITH ORDINALITY"
+            f" AS t({', '.join(names)}, row_number_) ORDER BY row_number_"
+        )
+    return f"SELECT {', '.join(picks)} FROM {source} AS t({', '.join(names)})"
 
 
 def column_arrays(
@@ -54,11 +64,14 @@ async def insert_rows(
     rows: Sequence[Sequence[Any]],
     *,
     then: str = "",
+    in_order: bool = False,
 ) -> list[asyncpg.Record]:
     """Insert `rows` (tuples in `columns` order) in one statement; `then` is appended
-    (`ON CONFLICT ...`, `RETURNING ...`). Returns what `RETURNING` gives (else [])."""
+    (`ON CONFLICT ...`, `RETURNING ...`). Returns what `RETURNING` gives (else []).
+    `in_order`: inserted in the order given (see `unnest_select`)."""
     if not rows:
         return []
     names = ", ".join(name for name, _ in columns)
-    sql = f"INSERT INTO {table} ({names}) {unnest_select(columns)} {then}".rstrip()
+    select = unnest_select(columns, in_order=in_order)
+    sql = f"INSERT INTO {table} ({names}) {select} {then}".rstrip()
     return list(await conn.fetch(sql, *column_arrays(columns, rows)))

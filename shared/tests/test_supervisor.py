@@ -185,3 +185,30 @@ async def test_readiness_is_computed_and_liveness_sees_a_wedged_loop() -> None:
         assert (await asyncio.to_thread(_get, base + "/livez"))[0] == 200
     finally:
         await health.stop()
+
+
+async def test_liveness_fails_when_start_up_overruns_its_deadline() -> None:
+    """A start that hangs (before the service is ready) is seen: `/livez` fails once
+    start-up has run past its deadline, naming the step it waits at; it passes again
+    once start-up finishes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    health = HealthServer("test", port, host="127.0.0.1", startup_deadline_s=0.5)
+    await health.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        health.starting("consumers joining their groups")
+        while health.startup_overrun_s() == 0:
+            assert (await asyncio.to_thread(_get, base + "/livez"))[0] == 200
+            await asyncio.sleep(0.05)
+        code, body = await asyncio.to_thread(_get, base + "/livez")
+        assert code == 503
+        assert (
+            body["reason"]
+            == "start-up not finished after 0.5s (at: consumers joining their groups)"
+        )
+        health.started()
+        assert (await asyncio.to_thread(_get, base + "/livez"))[0] == 200
+    finally:
+        await health.stop()

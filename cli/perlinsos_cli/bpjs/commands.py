@@ -1,8 +1,10 @@
 """`perlinsos bpjs ...`: the registration list out, BPJS's answers in, the bill reconciled.
 
-Each command reads through the stores of the services that own the data (operator pools)
-and writes files marked as personal data, readable by their owner only. A file that
-cannot be read at all changes nothing: one line on stderr, exit status 1.
+Each command reads through the read functions of the services that own the data, on
+operator pools (eligibility's `store.places_on_line`, registry's `store` BPJS reads,
+premium's `queries.billed_by_nik`), and writes files marked as personal data, readable
+by their owner only. A file that cannot be read at all changes nothing: one line on
+stderr, exit status 1.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from rich.console import Console
 
 from perlinsos_cli.bpjs import invoice as inv
 from perlinsos_cli.bpjs import memberships as mem
-from perlinsos_cli.bpjs import stores
 from perlinsos_cli.bpjs.files import (
     ColumnMap,
     Table,
@@ -31,7 +32,10 @@ from perlinsos_cli.bpjs.files import (
     write_personal_csv,
     write_personal_xlsx,
 )
-from perlinsos_cli.bpjs.registrations import cells
+from perlinsos_cli.bpjs.registrations import Registrant, cells
+from perlinsos_eligibility import store as eligibility_store
+from perlinsos_premium.queries import billed_by_nik
+from perlinsos_registry import store as registry_store
 from perlinsos_shared import operator
 from perlinsos_shared.envelope import CONTENT_TYPE, encode, make_event
 from perlinsos_shared.events import BpjsMembershipAnswered, FundingLine, InvoiceReconciled
@@ -72,13 +76,26 @@ def result_path(source: Path) -> Path:
 # --- export-registrations ----------------------------------------------------------------
 
 
-async def gather_registrants(
-    line: str, since: date | None, settings: Settings
-) -> list[stores.Registrant]:
+async def gather_registrants(line: str, since: date | None, settings: Settings) -> list[Registrant]:
+    """Who holds a place on `line` (eligibility) and is not yet a member (registry)."""
     async with operator.operator_pool("eligibility", settings=settings) as el:
-        places = await stores.eligible_on_line(el, line, since)
+        places = await eligibility_store.places_on_line(el, line, since)
     async with operator.operator_pool("registry", migrate=True, settings=settings) as reg:
-        return await stores.registrants(reg, places)
+        rows = await registry_store.to_register_with_bpjs(reg, list(places))
+    return [
+        Registrant(
+            nik=r["nik"],
+            full_name=r["full_name"],
+            birth_date=r["birth_date"],
+            sex=r["sex"],
+            phone_e164=r["phone_e164"],
+            address=r["address"],
+            occupation=r["occupation"],
+            cover_start=places[r["participant_id"]][0],
+            funding_line=places[r["participant_id"]][1],
+        )
+        for r in rows
+    ]
 
 
 @app.command("export-registrations")
@@ -145,7 +162,7 @@ async def run_import(
         operator.operator_pool("registry", migrate=True, settings=settings) as reg,
         operator.operator_producer("perlinsos-bpjs-import", settings) as producer,
     ):
-        known = await stores.known_niks(reg, [r.nik for r in rows if r.nik])
+        known = await registry_store.known_niks(reg, [r.nik for r in rows if r.nik])
         rows = mem.mark_unknown(rows, known)
         sent = [r for r in rows if r.outcome in mem.SENT]
         for r in sent:
@@ -162,7 +179,7 @@ async def run_import(
         deadline = time.monotonic() + timeout
         statuses: dict[int, str] = {}
         while sent:
-            statuses = await stores.replies(reg, import_id)
+            statuses = await registry_store.bpjs_replies(reg, import_id)
             if len(statuses) >= len(sent) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.25)
@@ -237,9 +254,10 @@ async def run_reconcile(
     invoice_id = hashlib.sha256(content).hexdigest()
     async with operator.operator_pool("registry", migrate=True, settings=settings) as reg:
         kpjs = [v for _, c in table.rows for v in c.values() if mem.clean_kpj(v)]
-        nik_of_kpj = await stores.niks_of_kpjs(reg, kpjs)
+        nik_of_kpj = await registry_store.niks_of_kpjs(reg, kpjs)
     async with operator.operator_pool("premium", settings=settings) as prem:
-        owed = await stores.owed(prem, line.value, period)
+        billed = await billed_by_nik(prem, line.value, period)
+    owed = {nik: inv.Owed(nik, name, amount) for nik, (name, amount) in billed.items()}
     rec = inv.reconcile(inv.read_bill(table, columns, nik_of_kpj), owed)
     event = InvoiceReconciled(
         funding_line=line,

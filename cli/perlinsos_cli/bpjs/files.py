@@ -175,7 +175,7 @@ def write_personal_xlsx(
     wb.properties.keywords = "RAHASIA; data pribadi; NIK"
     wb.properties.description = PERSONAL_DATA_NOTICE
     wb.properties.creator = "perlinsos"
-    wb.remove(wb.active)  # type: ignore[arg-type]
+    wb.remove(wb.active)
     for name, headers, rows in sheets:
         ws = wb.create_sheet(name[:31])
         ws.append(list(headers))

@@ -11,12 +11,35 @@ import asyncpg
 
 from perlinsos_eligibility.domain import Applicant
 from perlinsos_shared.events import Address, EligibilityDecided, FundingLine, Occupation
-from perlinsos_shared.sql import insert_rows, json_text
+from perlinsos_shared.sql import insert_rows
 
-_PERSON_COLUMNS = (
-    "participant_id, occupation, funding_line, birth_date, address, existing_bpjs_tk,"
-    " first_name, phone_e164, agency, request_id, enrolled_at, outcome, cover_start,"
-    " cover_end, rule_version, decided_at, nik_hash, checks, reasons, full_name, sex"
+_PERSON_TYPES = (
+    ("participant_id", "text"),
+    ("occupation", "text"),
+    ("funding_line", "text"),
+    ("birth_date", "date"),
+    ("address", "jsonb"),
+    ("existing_bpjs_tk", "bool"),
+    ("first_name", "text"),
+    ("phone_e164", "text"),
+    ("agency", "text"),
+    ("request_id", "text"),
+    ("enrolled_at", "timestamptz"),
+    ("outcome", "text"),
+    ("cover_start", "date"),
+    ("cover_end", "date"),
+    ("rule_version", "text"),
+    ("decided_at", "timestamptz"),
+    ("nik_hash", "text"),
+    ("checks", "jsonb"),
+    ("reasons", "jsonb"),
+    ("full_name", "text"),
+    ("sex", "text"),
+)
+_PERSON_COLUMNS = ", ".join(name for name, _ in _PERSON_TYPES)
+# A participant seen again: every column but the key takes the new value.
+_PERSON_UPSERT = "ON CONFLICT (participant_id) DO UPDATE SET " + ", ".join(
+    f"{name} = excluded.{name}" for name, _ in _PERSON_TYPES[1:]
 )
 
 
@@ -144,10 +167,12 @@ async def lock_lines(conn: asyncpg.Connection, lines: Iterable[FundingLine]) -> 
     wanted = sorted({line.value for line in lines})
     if not wanted:
         return {}
-    await conn.execute(
-        "INSERT INTO line_places (funding_line) SELECT unnest($1::text[])"
-        " ON CONFLICT (funding_line) DO NOTHING",
-        wanted,
+    await insert_rows(
+        conn,
+        "line_places",
+        (("funding_line", "text"),),
+        [(line,) for line in wanted],
+        then="ON CONFLICT (funding_line) DO NOTHING",
     )
     rows = await conn.fetch(
         "SELECT funding_line, holders, waiting FROM line_places"
@@ -175,13 +200,15 @@ async def save_places(conn: asyncpg.Connection, places: Iterable[Places]) -> Non
 
 
 async def read_places(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT p.funding_line, p.holders, p.waiting,"
-        " (SELECT count(*) FROM participants x WHERE x.funding_line = p.funding_line"
-        "   AND x.outcome = 'eligible') AS counted_holders,"
-        " (SELECT count(*) FROM participants x WHERE x.funding_line = p.funding_line"
-        "   AND x.outcome = 'waitlisted') AS counted_waiting"
-        " FROM line_places p ORDER BY p.funding_line"
+    return list(
+        await conn.fetch(
+            "SELECT p.funding_line, p.holders, p.waiting,"
+            " (SELECT count(*) FROM participants x WHERE x.funding_line = p.funding_line"
+            "   AND x.outcome = 'eligible') AS counted_holders,"
+            " (SELECT count(*) FROM participants x WHERE x.funding_line = p.funding_line"
+            "   AND x.outcome = 'waitlisted') AS counted_waiting"
+            " FROM line_places p ORDER BY p.funding_line"
+        )
     )
 
 
@@ -189,60 +216,33 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
     """Insert or update participants, one statement for the whole batch."""
     if not batch:
         return
-    cols = list(
-        zip(
-            *(
-                (
-                    p.participant_id,
-                    p.occupation.value,
-                    p.funding_line.value if p.funding_line else None,
-                    p.birth_date,
-                    p.address.model_dump(),
-                    p.existing_bpjs_tk,
-                    p.first_name,
-                    p.phone_e164,
-                    p.agency,
-                    p.request_id,
-                    p.enrolled_at,
-                    p.outcome,
-                    p.cover_start,
-                    p.cover_end,
-                    p.rule_version,
-                    p.decided_at,
-                    p.nik_hash,
-                    json_text(p.checks),
-                    json_text(p.reasons),
-                    p.full_name,
-                    p.sex,
-                )
-                for p in batch
-            ),
-            strict=True,
+    rows = [
+        (
+            p.participant_id,
+            p.occupation.value,
+            p.funding_line.value if p.funding_line else None,
+            p.birth_date,
+            p.address.model_dump(),
+            p.existing_bpjs_tk,
+            p.first_name,
+            p.phone_e164,
+            p.agency,
+            p.request_id,
+            p.enrolled_at,
+            p.outcome,
+            p.cover_start,
+            p.cover_end,
+            p.rule_version,
+            p.decided_at,
+            p.nik_hash,
+            p.checks,
+            p.reasons,
+            p.full_name,
+            p.sex,
         )
-    )
-    await conn.execute(
-        f"INSERT INTO participants ({_PERSON_COLUMNS})"
-        " SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,"
-        " c18::jsonb, c19::jsonb, c20, c21"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::jsonb[],"
-        " $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],"
-        " $12::text[], $13::date[], $14::date[], $15::text[], $16::timestamptz[], $17::text[],"
-        " $18::text[], $19::text[], $20::text[], $21::text[])"
-        " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,"
-        " c18, c19, c20, c21)"
-        " ON CONFLICT (participant_id) DO UPDATE SET"
-        " occupation = excluded.occupation, funding_line = excluded.funding_line,"
-        " birth_date = excluded.birth_date, address = excluded.address,"
-        " existing_bpjs_tk = excluded.existing_bpjs_tk, first_name = excluded.first_name,"
-        " phone_e164 = excluded.phone_e164, agency = excluded.agency,"
-        " request_id = excluded.request_id, enrolled_at = excluded.enrolled_at,"
-        " outcome = excluded.outcome, cover_start = excluded.cover_start,"
-        " cover_end = excluded.cover_end, rule_version = excluded.rule_version,"
-        " decided_at = excluded.decided_at, nik_hash = excluded.nik_hash,"
-        " checks = excluded.checks, reasons = excluded.reasons,"
-        " full_name = excluded.full_name, sex = excluded.sex",
-        *[list(c) for c in cols],
-    )
+        for p in batch
+    ]
+    await insert_rows(conn, "participants", _PERSON_TYPES, rows, then=_PERSON_UPSERT)
 
 
 _DECISION_COLUMNS = (
@@ -283,9 +283,26 @@ async def save_decisions(
 
 
 async def decision_history(conn: asyncpg.Connection, participant_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT decision_id, outcome, funding_line, reasons, cover_start, cover_end,"
-        " rule_version, decided_at, promoted, checks FROM decisions"
-        " WHERE participant_id = $1 ORDER BY decided_at, decision_id",
-        participant_id,
+    return list(
+        await conn.fetch(
+            "SELECT decision_id, outcome, funding_line, reasons, cover_start, cover_end,"
+            " rule_version, decided_at, promoted, checks FROM decisions"
+            " WHERE participant_id = $1 ORDER BY decided_at, decision_id",
+            participant_id,
+        )
     )
+
+
+async def places_on_line(
+    db: asyncpg.Pool | asyncpg.Connection, line: str, since: date | None = None
+) -> dict[str, tuple[date, str]]:
+    """participant id -> (cover start, line) of everyone holding a place on `line` (decided
+    on or after `since`, when given)."""
+    rows = await db.fetch(
+        "SELECT participant_id, cover_start, funding_line FROM participants"
+        " WHERE outcome = 'eligible' AND funding_line = $1 AND cover_start IS NOT NULL"
+        " AND ($2::date IS NULL OR decided_at >= $2::date)",
+        line,
+        since,
+    )
+    return {r["participant_id"]: (r["cover_start"], r["funding_line"]) for r in rows}

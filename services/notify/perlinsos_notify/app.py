@@ -27,8 +27,8 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
     """The notify service, wired: subscriptions, handlers, background loops."""
     runtime = ServiceRuntime("notify", settings)
     check_fits(runtime.settings.sms_brand, runtime.settings.sms_help_line)  # else refuse
-    wake = asyncio.Event()
-    runtime.consume(DECISIONS, make_handler(runtime.settings, wake))
+    wake = asyncio.Event()  # the sender's: set once a batch of new messages has committed
+    runtime.consume(DECISIONS, make_handler(runtime.settings), after_commit=wake.set)
     sender = Sender.from_settings(
         runtime.settings,
         lambda: runtime.pool,

@@ -99,7 +99,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         """Seconds before try `attempt + 1`: exponential with equal jitter, at least what
         the provider asked for in Retry-After."""
-        ceiling = min(self.max_s, self.base_s * 2 ** min(60, max(0, attempt - 1)))
+        ceiling = min(self.max_s, self.base_s * 2.0 ** min(60, max(0, attempt - 1)))
         jittered = ceiling / 2 + rng.random() * ceiling / 2
         if retry_after_s is not None:
             return max(retry_after_s, min(jittered, self.max_s))

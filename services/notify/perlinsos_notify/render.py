@@ -185,7 +185,7 @@ def name_word(full_name: str, names: Names) -> str | None:
     "H.Abdul" and "M.Syahrul" are read as two words; a name written in capitals (as on
     the KTP) is put in title case.
     """
-    tokens = _NAME_TOKEN.findall(to_gsm7(full_name))
+    tokens: list[str] = _NAME_TOKEN.findall(to_gsm7(full_name))
     keys = [t.rstrip(".").casefold() for t in tokens]
     i = 0
     while i < len(tokens):

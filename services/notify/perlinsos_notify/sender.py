@@ -27,6 +27,7 @@ import logging
 import random
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,7 @@ class Sender:
         self._on_accepted = on_accepted
         self._rng = rng or random.Random()
         self._liveness: asyncpg.Connection | None = None
+        self._in_flight = 0  # claimed messages not yet recorded
         self.reconciler = Reconciler(
             pool_getter,
             provider,
@@ -197,21 +199,51 @@ class Sender:
                     await liveness.execute("SELECT pg_advisory_unlock_all()")
 
     async def _loop(self, liveness: asyncpg.Connection) -> None:
+        """Claim due messages as soon as they are committed (the wake) and send them, with
+        earlier claims still in flight: each claim is a round of its own (send, then record),
+        so a message never waits for the slowest request of a round it was not in. At most
+        `batch_size` claimed messages are in flight; a failed round ends the loop once the
+        others have finished."""
+        pool = self._pool_getter()
+        rounds: set[asyncio.Task[int]] = set()
         checked = time.monotonic()
-        while True:
-            if liveness.is_closed():
-                raise LivenessLost("the liveness lock's connection is closed")
-            if time.monotonic() - checked >= LIVENESS_CHECK_S:
-                await asyncio.wait_for(liveness.fetchval("SELECT 1"), timeout=LIVENESS_CHECK_S)
-                checked = time.monotonic()
-            if await self.send_once():
-                continue
-            idle_s = await self._idle_for()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+        try:
+            while True:
+                if liveness.is_closed():
+                    raise LivenessLost("the liveness lock's connection is closed")
+                if time.monotonic() - checked >= LIVENESS_CHECK_S:
+                    await asyncio.wait_for(liveness.fetchval("SELECT 1"), timeout=LIVENESS_CHECK_S)
+                    checked = time.monotonic()
+                for finished in [r for r in rounds if r.done()]:
+                    rounds.discard(finished)
+                    finished.result()  # a round's error ends the loop
+                room = self._batch_size - self._in_flight
+                if room > 0:
+                    claimed = await claim_due(pool, self.instance_id, room)
+                    if claimed:
+                        rounds.add(asyncio.create_task(self._round(pool, claimed)))
+                        continue
+                    idle_s = await self._idle_for()
+                else:
+                    idle_s = LIVENESS_CHECK_S
+                await self._wait(rounds, idle_s)
+        except asyncio.CancelledError:  # stopping: what is in flight is reconciled later
+            for r in rounds:
+                r.cancel()
+            await asyncio.gather(*rounds, return_exceptions=True)
+            raise
+        except Exception:  # the other rounds record what they handed over first
+            await asyncio.gather(*rounds, return_exceptions=True)
+            raise
+
+    async def _wait(self, rounds: set[asyncio.Task[int]], timeout: float) -> None:
+        """Until woken (new messages committed), a round finished, or `timeout`."""
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({woken, *rounds}, timeout=timeout, return_when=FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        self._wake.clear()
 
     async def _idle_for(self) -> float:
         """Seconds until the next message falls due (at most 0.5, at least 10 ms)."""
@@ -223,10 +255,22 @@ class Sender:
     # --- claim, send, record --------------------------------------------------------------
 
     async def send_once(self) -> int:
+        """Claim what is due and send it as one round; how many were claimed."""
         pool = self._pool_getter()
         claimed = await claim_due(pool, self.instance_id, self._batch_size)
         if not claimed:
             return 0
+        return await self._round(pool, claimed)
+
+    async def _round(self, pool: asyncpg.Pool, claimed: list[Claimed]) -> int:
+        """Hand `claimed` to the provider, then record every outcome in one transaction."""
+        self._in_flight += len(claimed)
+        try:
+            return await self._send_and_record(pool, claimed)
+        finally:
+            self._in_flight -= len(claimed)
+
+    async def _send_and_record(self, pool: asyncpg.Pool, claimed: list[Claimed]) -> int:
         handed: list[tuple[str, uuid.UUID]] = []
         sends = asyncio.ensure_future(asyncio.gather(*(self._send(c, handed) for c in claimed)))
         try:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from perlinsos_notify.providers import Outgoing
+from perlinsos_shared.sql import insert_rows
 
 # First key of the two-key session advisory lock each live sender holds (second key:
 # hashtext(instance id)). Another instance reads pg_locks to tell a dead owner's claims.
@@ -21,26 +22,34 @@ LIVENESS_LOCK_NS = 0x6E6F7479  # "noty"
 
 # --- decisions in ----------------------------------------------------------------------------
 
-INSERT_MESSAGES_SQL = (
-    "INSERT INTO messages (message_id, participant_id, decision_id, template,"
-    " phone_e164, body, traceparent, status, error_code, nik_hash, nik_masked)"
-    " SELECT m, p, d, t, ph, b, tp, s, c, nh, nm FROM unnest($1::text[], $2::text[],"
-    " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],"
-    " $10::text[], $11::text[]) WITH ORDINALITY AS u(m, p, d, t, ph, b, tp, s, c, nh, nm, o)"
-    # in the order consumed: `seq` (decision order per participant) follows it
-    " ORDER BY o ON CONFLICT DO NOTHING"
-    " RETURNING participant_id, decision_id, template, status, error_code, traceparent"
+MESSAGE_COLUMNS = (
+    ("message_id", "text"),
+    ("participant_id", "text"),
+    ("decision_id", "text"),
+    ("template", "text"),
+    ("phone_e164", "text"),
+    ("body", "text"),
+    ("traceparent", "text"),
+    ("status", "text"),
+    ("error_code", "text"),
+    ("nik_hash", "text"),
+    ("nik_masked", "text"),
 )
 
-MESSAGE_COLUMNS = (
-    "message_id participant_id decision_id template phone body traceparent"
-    " status code nik_hash nik_masked"
-).split()
 
-
-async def insert_messages(conn: asyncpg.Connection, cols: dict[str, list[Any]]) -> list[Any]:
-    """New message rows (a decision seen before adds nothing); the rows inserted."""
-    return await conn.fetch(INSERT_MESSAGES_SQL, *(cols[c] for c in MESSAGE_COLUMNS))
+async def insert_messages(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """New message rows, tuples in `MESSAGE_COLUMNS` order (a decision seen before adds
+    nothing); the rows inserted. Inserted in the order consumed: `seq` (decision order per
+    participant) follows it."""
+    return await insert_rows(
+        conn,
+        "messages",
+        MESSAGE_COLUMNS,
+        rows,
+        then="ON CONFLICT DO NOTHING"
+        " RETURNING participant_id, decision_id, template, status, error_code, traceparent",
+        in_order=True,
+    )
 
 
 # --- claims ------------------------------------------------------------------------------------
@@ -170,9 +179,11 @@ async def release_own_claims(pool: asyncpg.Pool, instance_id: str) -> int:
 
 
 async def seconds_until_due(pool: asyncpg.Pool) -> float | None:
+    """Until the next `pending` message falls due (the sender's claims; rows in `sending`
+    are in flight or the reconciler's)."""
     wait = await pool.fetchval(
         "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM messages"
-        " WHERE status IN ('pending', 'sending')"
+        " WHERE status = 'pending'"
     )
     return None if wait is None else float(wait)
 
@@ -218,12 +229,22 @@ RETURNING m.message_id, m.participant_id, m.decision_id, m.template, m.attempts,
 """
 
 
+ATTEMPT_COLUMNS = (
+    ("message_id", "text"),
+    ("attempt", "int"),
+    ("outcome", "text"),
+    ("http_status", "int"),
+    ("error", "text"),
+    ("reconciled", "bool"),
+)
+
+
 async def record_outcomes(
     conn: asyncpg.Connection, columns: dict[str, list[Any]], provider: str
 ) -> list[Any]:
     """Write outcomes guarded by their attempt token (a superseded one changes nothing) and
     each into the message's history; the rows that changed."""
-    rows = await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         RECORD_SQL,
         columns["ids"],
         columns["tokens"],
@@ -238,17 +259,16 @@ async def record_outcomes(
         columns["http"],
         provider,
     )
-    await conn.execute(
-        "INSERT INTO message_attempts (message_id, attempt, outcome, http_status, error,"
-        " reconciled) SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::int[],"
-        " $5::text[], $6::bool[])",
-        [r["message_id"] for r in rows],
-        [r["attempts"] for r in rows],
-        [r["status"] for r in rows],
-        [r["http_status"] for r in rows],
-        [r["last_error"] for r in rows],
-        [r["reconciled"] for r in rows],
-    )
+    await insert_rows(
+        conn,
+        "message_attempts",
+        ATTEMPT_COLUMNS,
+        [
+            (r["message_id"], r["attempts"], r["status"], r["http_status"], r["last_error"],
+             r["reconciled"])
+            for r in rows
+        ],
+    )  # fmt: skip
     return rows
 
 

@@ -77,7 +77,7 @@ async def store(
     pool: asyncpg.Pool, settings: Settings, decisions: list[EligibilityDecided]
 ) -> None:
     """What the decisions consumer does with a batch (inbox aside)."""
-    handler = make_handler(settings, asyncio.Event())
+    handler = make_handler(settings)
     async with pool.acquire() as conn, conn.transaction():
         outbox = Outbox()
         await handler(conn, [incoming(d) for d in decisions], outbox)

@@ -23,6 +23,7 @@ from perlinsos_premium.summaries import add_to_outbox, build_events
 from perlinsos_shared.clock import period_of
 from perlinsos_shared.events import FundingLine, PremiumSummaryWithArrears
 from perlinsos_shared.outbox import Outbox
+from perlinsos_shared.sql import insert_rows
 
 log = logging.getLogger("perlinsos.premium")
 
@@ -60,11 +61,12 @@ async def close_month(pool: asyncpg.Pool, period: str, today: date) -> CloseResu
         if not await conn.fetchval("SELECT 1 FROM rolled_periods WHERE period = $1", period):
             billed_now = await roll_period(conn, period)
         # every line gets a closed month, even one with nobody billed
-        await conn.execute(
-            "INSERT INTO summaries (funding_line, period) SELECT unnest($1::text[]), $2"
-            " ON CONFLICT DO NOTHING",
-            lines,
-            period,
+        await insert_rows(
+            conn,
+            "summaries",
+            (("funding_line", "text"), ("period", "text")),
+            [(line, period) for line in lines],
+            then="ON CONFLICT DO NOTHING",
         )
         # recompute from the ledger and adjustments: the closed figures trace to people
         drift = await conn.fetch(

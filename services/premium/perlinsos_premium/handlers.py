@@ -31,6 +31,7 @@ from perlinsos_shared.clock import today_local
 from perlinsos_shared.consumer import Incoming
 from perlinsos_shared.events import EligibilityDecided, ParticipantEnrolled, PaymentRecorded
 from perlinsos_shared.outbox import Outbox
+from perlinsos_shared.sql import insert_rows
 from perlinsos_shared.telemetry import coalesced_trace_headers
 
 log = logging.getLogger("perlinsos.premium")
@@ -98,25 +99,34 @@ async def handle_participants(
     await upsert_people(conn, people)
 
 
+PAYMENT_COLUMNS = (
+    ("funding_line", "text"),
+    ("reference", "text"),
+    ("period", "text"),
+    ("amount_idr", "bigint"),
+    ("paid_on", "date"),
+    ("recorded_by", "text"),
+    ("event_id", "text"),
+)
+
+
 async def handle_payments(
     conn: asyncpg.Connection, messages: list[Incoming], outbox: Outbox
 ) -> None:
     payments = [(m.id, PaymentRecorded.model_validate(m.envelope.data)) for m in messages]
     if not payments:
         return
-    inserted = await conn.fetch(
-        "INSERT INTO payments (funding_line, reference, period, amount_idr, paid_on,"
-        " recorded_by, event_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-        " $4::bigint[], $5::date[], $6::text[], $7::text[]) ON CONFLICT DO NOTHING"
-        " RETURNING funding_line",
-        [p.funding_line.value for _, p in payments],
-        [p.reference for _, p in payments],
-        [p.period for _, p in payments],
-        [p.amount_idr for _, p in payments],
-        [p.paid_on for _, p in payments],
-        [p.recorded_by for _, p in payments],
-        [event_id for event_id, _ in payments],
-    )
+    inserted = await insert_rows(
+        conn,
+        "payments",
+        PAYMENT_COLUMNS,
+        [
+            (p.funding_line.value, p.reference, p.period, p.amount_idr, p.paid_on,
+             p.recorded_by, event_id)
+            for event_id, p in payments
+        ],
+        then="ON CONFLICT DO NOTHING RETURNING funding_line",
+    )  # fmt: skip
     if len(inserted) < len(payments):
         log.info(
             "payment references already recorded were ignored",

@@ -1,7 +1,7 @@
 """The SQL side of covers, ledger, adjustments and running totals (rules stay pure).
 
-Every write is set-based (`unnest` arrays, one statement per table per batch); the
-month roll bills every running cover for a month in one INSERT ... SELECT.
+Every write is set-based (`perlinsos_shared.sql.insert_rows`: one statement per table per
+batch); the month roll bills every running cover for a month in one INSERT ... SELECT.
 """
 
 from __future__ import annotations
@@ -15,10 +15,45 @@ from perlinsos_premium.billing import first_day, next_period
 from perlinsos_premium.covers import Cover, Covers
 from perlinsos_premium.rates import Rate, RateTable
 from perlinsos_premium.reconcile import Amount, Changes, Key
+from perlinsos_shared.sql import insert_rows
 
 CLOSE_LOCK = 0x5052454D  # advisory lock: batches share it, a month close takes it alone
 
 Totals = dict[tuple[str, str], list[int]]  # (line, period) -> [participants, jkk, jkm, adj]
+
+COVER_COLUMNS = (
+    ("participant_id", "text"),
+    ("funding_line", "text"),
+    ("cover_start", "date"),
+    ("cover_end", "date"),
+)
+LEDGER_COLUMNS = (
+    ("participant_id", "text"),
+    ("period", "text"),
+    ("funding_line", "text"),
+    ("jkk_idr", "bigint"),
+    ("jkm_idr", "bigint"),
+)
+ADJUSTMENT_COLUMNS = (
+    ("participant_id", "text"),
+    ("for_period", "text"),
+    ("funding_line", "text"),
+    ("booked_period", "text"),
+    ("jkk_idr", "bigint"),
+    ("jkm_idr", "bigint"),
+    ("reason", "text"),
+)
+TOTAL_COLUMNS = (
+    ("funding_line", "text"),
+    ("period", "text"),
+    ("participants", "int"),
+    ("jkk_idr", "bigint"),
+    ("jkm_idr", "bigint"),
+    ("adjustments_idr", "bigint"),
+    ("changed", "bool"),
+    ("trace_headers", "jsonb"),
+)
+PEOPLE_COLUMNS = (("participant_id", "text"), ("nik", "text"), ("full_name", "text"))
 
 
 async def load_rates(conn: asyncpg.Connection | asyncpg.Pool) -> RateTable:
@@ -50,16 +85,16 @@ async def save_covers(conn: asyncpg.Connection, covers: Mapping[str, Covers]) ->
     if not covers:
         return
     await conn.execute("DELETE FROM covers WHERE participant_id = ANY($1::text[])", list(covers))
-    flat = [(pid, c) for pid, cs in covers.items() for c in cs]
-    if flat:
-        await conn.execute(
-            "INSERT INTO covers (participant_id, funding_line, cover_start, cover_end)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[])",
-            [pid for pid, _ in flat],
-            [c.funding_line for _, c in flat],
-            [c.cover_start for _, c in flat],
-            [c.cover_end for _, c in flat],
-        )
+    await insert_rows(
+        conn,
+        "covers",
+        COVER_COLUMNS,
+        [
+            (pid, c.funding_line, c.cover_start, c.cover_end)
+            for pid, cs in covers.items()
+            for c in cs
+        ],
+    )
 
 
 async def load_billed(
@@ -123,30 +158,22 @@ async def apply_changes(
             [r.period for r in changes.remove],
             [r.funding_line for r in changes.remove],
         )
-    if changes.add:
-        await conn.execute(
-            "INSERT INTO ledger (participant_id, period, funding_line, jkk_idr, jkm_idr)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])",
-            [r.participant_id for r in changes.add],
-            [r.period for r in changes.add],
-            [r.funding_line for r in changes.add],
-            [r.jkk_idr for r in changes.add],
-            [r.jkm_idr for r in changes.add],
-        )
-    if changes.adjust:
-        a = changes.adjust
-        await conn.execute(
-            "INSERT INTO adjustments (participant_id, for_period, funding_line, booked_period,"
-            " jkk_idr, jkm_idr, reason) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-            " $4::text[], $5::bigint[], $6::bigint[], $7::text[])",
-            [x.participant_id for x in a],
-            [x.for_period for x in a],
-            [x.funding_line for x in a],
-            [x.booked_period for x in a],
-            [x.jkk_idr for x in a],
-            [x.jkm_idr for x in a],
-            [x.reason for x in a],
-        )
+    await insert_rows(
+        conn,
+        "ledger",
+        LEDGER_COLUMNS,
+        [(r.participant_id, r.period, r.funding_line, r.jkk_idr, r.jkm_idr) for r in changes.add],
+    )
+    await insert_rows(
+        conn,
+        "adjustments",
+        ADJUSTMENT_COLUMNS,
+        [
+            (a.participant_id, a.for_period, a.funding_line, a.booked_period, a.jkk_idr,
+             a.jkm_idr, a.reason)
+            for a in changes.adjust
+        ],
+    )  # fmt: skip
     await add_to_totals(conn, totals_of(changes), trace_headers)
 
 
@@ -157,26 +184,23 @@ async def add_to_totals(
     items = [(k, v) for k, v in sorted(totals.items()) if any(v)]
     if not items:
         return
-    updated = await conn.fetchval(
-        "WITH up AS (INSERT INTO summaries AS s (funding_line, period, participants, jkk_idr,"
-        " jkm_idr, adjustments_idr, changed, trace_headers)"
-        " SELECT f, p, n, jkk, jkm, adj, true, $7::jsonb FROM unnest($1::text[], $2::text[],"
-        " $3::int[], $4::bigint[], $5::bigint[], $6::bigint[]) AS d(f, p, n, jkk, jkm, adj)"
-        " ON CONFLICT (funding_line, period) DO UPDATE SET"
+    headers = dict(trace_headers or {})
+    updated = await insert_rows(
+        conn,
+        "summaries AS s",
+        TOTAL_COLUMNS,
+        [
+            (line, period, n, jkk, jkm, adj, True, headers)
+            for (line, period), (n, jkk, jkm, adj) in items
+        ],
+        then="ON CONFLICT (funding_line, period) DO UPDATE SET"
         " participants = s.participants + excluded.participants,"
         " jkk_idr = s.jkk_idr + excluded.jkk_idr, jkm_idr = s.jkm_idr + excluded.jkm_idr,"
         " adjustments_idr = s.adjustments_idr + excluded.adjustments_idr,"
         " changed = true, trace_headers = excluded.trace_headers"
-        " WHERE s.status = 'provisional' RETURNING 1) SELECT count(*) FROM up",
-        [k[0] for k, _ in items],
-        [k[1] for k, _ in items],
-        [v[0] for _, v in items],
-        [v[1] for _, v in items],
-        [v[2] for _, v in items],
-        [v[3] for _, v in items],
-        dict(trace_headers or {}),
+        " WHERE s.status = 'provisional' RETURNING 1",
     )
-    if updated != len(items):
+    if len(updated) != len(items):
         raise RuntimeError("a closed month was about to change; the batch is retried")
 
 
@@ -240,13 +264,12 @@ async def upsert_people(conn: asyncpg.Connection, people: Iterable[tuple[str, st
     rows = list(people)
     if not rows:
         return
-    await conn.execute(
-        "INSERT INTO people (participant_id, nik, full_name)"
-        " SELECT DISTINCT ON (p) p, n, f FROM unnest($1::text[], $2::text[], $3::text[])"
-        " WITH ORDINALITY AS d(p, n, f, o) ORDER BY p, o DESC"
-        " ON CONFLICT (participant_id) DO UPDATE SET nik = excluded.nik,"
+    latest = {pid: (pid, nik, name) for pid, nik, name in rows}  # the last one of each counts
+    await insert_rows(
+        conn,
+        "people",
+        PEOPLE_COLUMNS,
+        list(latest.values()),
+        then="ON CONFLICT (participant_id) DO UPDATE SET nik = excluded.nik,"
         " full_name = excluded.full_name",
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
     )

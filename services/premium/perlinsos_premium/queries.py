@@ -67,3 +67,15 @@ async def adjustments_booked(pool: asyncpg.Pool, period: str) -> list[Adjustment
         )
         for r in rows
     ]
+
+
+async def billed_by_nik(pool: asyncpg.Pool, line: str, period: str) -> dict[str, tuple[str, int]]:
+    """NIK -> (full name, rupiah) the ledger bills for `line` in `period` (JKK + JKM)."""
+    rows = await pool.fetch(
+        "SELECT p.nik, p.full_name, l.jkk_idr + l.jkm_idr AS amount"
+        " FROM ledger l JOIN people p USING (participant_id)"
+        " WHERE l.funding_line = $1 AND l.period = $2",
+        line,
+        period,
+    )
+    return {r["nik"]: (r["full_name"], int(r["amount"])) for r in rows}

@@ -160,15 +160,14 @@ async def _budget_alerts(
         keys += [(line, year, t, used) for t in crossed(budget, used)]
     if not keys:
         return
-    fresh = await conn.fetch(
-        "INSERT INTO budget_alerts (funding_line, fiscal_year, threshold_pct, used_idr)"
-        " SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[])"
-        " ON CONFLICT DO NOTHING RETURNING funding_line, fiscal_year, threshold_pct, used_idr",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [k[3] for k in keys],
-    )
+    fresh = await insert_rows(
+        conn,
+        "budget_alerts",
+        (("funding_line", "text"), ("fiscal_year", "int"), ("threshold_pct", "int"),
+         ("used_idr", "bigint")),
+        keys,
+        then="ON CONFLICT DO NOTHING RETURNING funding_line, fiscal_year, threshold_pct, used_idr",
+    )  # fmt: skip
     for r in fresh:
         budget = budgets[(r["funding_line"], r["fiscal_year"])][0]
         log.warning(

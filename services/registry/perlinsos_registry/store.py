@@ -13,7 +13,7 @@ returns False (its statements undone by a savepoint) and the handler loads and p
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -278,3 +278,48 @@ class MemoryIntakeStore:
                 dict(zip((n for n, _ in _AUDIT_COLUMNS), _audit_row(a), strict=True))
             )
         return True
+
+
+# --- what `perlinsos bpjs` reads -------------------------------------------------------------
+
+
+async def to_register_with_bpjs(
+    db: asyncpg.Pool | asyncpg.Connection, participant_ids: Sequence[str]
+) -> list[asyncpg.Record]:
+    """Those of `participant_ids` with no KPJ and not refused as members already (a person
+    BPJS refused for other reasons is listed again: the next list carries the corrected
+    data), by NIK: participant_id, nik, full_name, birth_date, sex, phone_e164, address,
+    occupation."""
+    return list(
+        await db.fetch(
+            "SELECT participant_id, nik, full_name, birth_date, sex, phone_e164, address,"
+            " occupation FROM participants WHERE participant_id = ANY($1::text[])"
+            " AND exited_on IS NULL AND bpjs_kpj IS NULL"
+            " AND bpjs_answer IS DISTINCT FROM 'ALREADY_BPJS_MEMBER' ORDER BY nik",
+            list(participant_ids),
+        )
+    )
+
+
+async def known_niks(db: asyncpg.Pool | asyncpg.Connection, niks: Sequence[str]) -> set[str]:
+    """Which of `niks` registry has a participant for."""
+    rows = await db.fetch("SELECT nik FROM participants WHERE nik = ANY($1::text[])", list(niks))
+    return {r["nik"] for r in rows}
+
+
+async def bpjs_replies(db: asyncpg.Pool | asyncpg.Connection, import_id: str) -> dict[int, str]:
+    """Row of a BPJS answer file -> what registry did with it (stored, unchanged, UNKNOWN_NIK)."""
+    rows = await db.fetch(
+        "SELECT row_number, status FROM bpjs_answers WHERE import_id = $1", import_id
+    )
+    return {r["row_number"]: r["status"] for r in rows}
+
+
+async def niks_of_kpjs(
+    db: asyncpg.Pool | asyncpg.Connection, kpjs: Sequence[str]
+) -> dict[str, str]:
+    """KPJ -> NIK of the participants BPJS gave these KPJs."""
+    rows = await db.fetch(
+        "SELECT bpjs_kpj, nik FROM participants WHERE bpjs_kpj = ANY($1::text[])", list(kpjs)
+    )
+    return {r["bpjs_kpj"]: r["nik"] for r in rows}
