@@ -22,8 +22,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 from perlinsos_cli.dlq import read_dead_letters
@@ -97,31 +96,6 @@ async def _query(url: str, schema: str, sql: str, *args: Any) -> Any:
         return await conn.fetch(sql, *args)
     finally:
         await conn.close()
-
-
-async def _consumed_everything(bootstrap: str, services: tuple[str, ...]) -> bool:
-    """Each service's consumer group has committed every partition of the decisions topic
-    up to its end (a batch is committed after the transaction that applied it)."""
-    parts = [TopicPartition(DECISIONS.name, p) for p in range(DECISIONS.partitions)]
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await reader.start()
-    await admin.start()
-    try:
-        ends = await reader.end_offsets(parts)
-        for service in services:
-            done = await admin.list_consumer_group_offsets(f"perlinsos-{service}")
-            if any(tp not in done or done[tp].offset < ends[tp] for tp in parts if ends[tp]):
-                return False
-        return True
-    finally:
-        await admin.close()
-        await reader.stop()
-
-
-def _unsent(url: str) -> int:
-    sql = "SELECT count(*) AS n FROM messages WHERE status IN ('pending', 'sending')"
-    return int(asyncio.run(_query(url, "notify", sql))[0]["n"])
 
 
 def _states(table: str) -> dict[str, int]:
@@ -228,13 +202,7 @@ def test_dead_letters_listed_shown_masked_and_redriven_once(
     assert "redriven: 0" in again.output and "applied already: 2" in again.output
     by_id = runner.invoke(app, ["dlq", "redrive", DECISIONS.name, "--id", one.id])
     assert "redriven: 0" in by_id.output
-    # no sleep: premium and notify have each committed the whole decisions topic, and
-    # notify has no message left to send
-    _wait(
-        lambda: asyncio.run(_consumed_everything(stack.bootstrap_servers, ("premium", "notify"))),
-        "premium and notify consuming the whole decisions topic",
-    )
-    _wait(lambda: _unsent(url) == 0, "notify sending what it holds")
+    time.sleep(3)
     assert billed() == 2 and sms_count() == 3  # notify dropped the copies: no second SMS
     assert len(dead_letters()) == 4  # and nothing failed again
     summary = asyncio.run(
