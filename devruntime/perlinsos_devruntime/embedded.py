@@ -142,7 +142,7 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "<empty log>"
 
 
-def _run_coro(coro: Coroutine[Any, Any, _T]) -> _T:
+def run_coro(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run ``coro`` to completion, even when called from inside a running event loop."""
     try:
         asyncio.get_running_loop()
@@ -150,6 +150,38 @@ def _run_coro(coro: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def _wait_until_ready(
+    name: str,
+    proc: subprocess.Popen[bytes] | None,
+    port: int,
+    log_path: Path,
+    probe: Callable[[], Coroutine[Any, Any, None]],
+    retryable: tuple[type[BaseException], ...],
+    timeout: float,
+) -> None:
+    """Until `probe()` succeeds once `port` listens: a `retryable` error means try again,
+    the process exiting or `timeout` passing fails with the log's tail."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        assert proc is not None
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{name} exited with code {proc.returncode}; log {log_path}:\n{_log_tail(log_path)}"
+            )
+        if port_is_listening(HOST, port):
+            try:
+                run_coro(probe())
+                return
+            except retryable as exc:
+                last_error = exc
+        time.sleep(0.05)
+    raise TimeoutError(
+        f"{name} not ready on {HOST}:{port} after {timeout:.0f}s "
+        f"(last error: {last_error!r}); log {log_path}:\n{_log_tail(log_path)}"
+    )
 
 
 def _child_env() -> dict[str, str]:
@@ -391,25 +423,14 @@ class EmbeddedKafka:
             )
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last_error: BaseException | None = None
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"embedded Kafka exited with code {self._proc.returncode}; "
-                    f"log {self.log_path}:\n{_log_tail(self.log_path)}"
-                )
-            if port_is_listening(HOST, self.port):
-                try:
-                    _run_coro(self._metadata_probe())
-                    return
-                except Exception as exc:
-                    last_error = exc
-            time.sleep(0.05)
-        raise TimeoutError(
-            f"embedded Kafka not ready on {self.bootstrap_servers} after {timeout:.0f}s "
-            f"(last error: {last_error!r}); log {self.log_path}:\n{_log_tail(self.log_path)}"
+        _wait_until_ready(
+            "embedded Kafka",
+            self._proc,
+            self.port,
+            self.log_path,
+            self._metadata_probe,
+            (Exception,),
+            timeout,
         )
 
     async def _metadata_probe(self) -> None:
@@ -708,25 +729,14 @@ class EmbeddedPostgres:
             asyncpg.CannotConnectNowError,
             asyncpg.TooManyConnectionsError,
         )
-        deadline = time.monotonic() + timeout
-        last_error: BaseException | None = None
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"embedded PostgreSQL exited with code {self._proc.returncode}; "
-                    f"log {self.log_path}:\n{_log_tail(self.log_path)}"
-                )
-            if port_is_listening(HOST, self.port):
-                try:
-                    _run_coro(self._ensure_database())
-                    return
-                except retryable as exc:
-                    last_error = exc
-            time.sleep(0.05)
-        raise TimeoutError(
-            f"embedded PostgreSQL not ready on {HOST}:{self.port} after {timeout:.0f}s "
-            f"(last error: {last_error!r}); log {self.log_path}:\n{_log_tail(self.log_path)}"
+        _wait_until_ready(
+            "embedded PostgreSQL",
+            self._proc,
+            self.port,
+            self.log_path,
+            self._ensure_database,
+            retryable,
+            timeout,
         )
 
     async def _ensure_database(self) -> None:
