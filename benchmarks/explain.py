@@ -64,7 +64,8 @@ async def hot_plans(url: str) -> list[dict[str, Any]]:
         rows = await conn.fetch(
             "SELECT r.rolname AS role, s.query, s.calls, s.total_exec_time, s.rows"
             " FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid"
-            " WHERE r.rolname LIKE 'perlinsos\\_%' ORDER BY s.total_exec_time DESC LIMIT $1",
+            " WHERE r.rolname LIKE 'perlinsos\\_%' AND r.rolname <> 'perlinsos_reader'"
+            " ORDER BY s.total_exec_time DESC LIMIT $1",
             TOP * 3,
         )
         sizes = {
@@ -82,9 +83,9 @@ async def hot_plans(url: str) -> list[dict[str, Any]]:
             schema = r["role"].removeprefix("perlinsos_")
             await conn.execute(f'SET search_path TO "{schema}"')
             try:
-                plan = "\n".join(
-                    x[0] for x in await conn.fetch("EXPLAIN (GENERIC_PLAN) " + r["query"])
-                )
+                stmt = await conn.prepare("EXPLAIN (GENERIC_PLAN) " + r["query"])
+                nulls = [None] * len(stmt.get_parameters())  # not used by a generic plan
+                plan = "\n".join(x[0] for x in await stmt.fetch(*nulls))
             except asyncpg.PostgresError as exc:
                 plan = f"(not explained: {type(exc).__name__})"
             seq = []

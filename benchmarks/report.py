@@ -192,19 +192,31 @@ def markdown(r: dict[str, Any], command: str) -> str:
 def _details(r: dict[str, Any]) -> list[str]:
     out: list[str] = []
     cohort = r.get("cohort")
+    steady = {
+        rate: f["cpu_s_per_1000"]
+        for rate, f in (r.get("latency") or {}).items()
+        if "cpu_s_per_1000" in f
+    }
     if cohort:
         out += [
             "",
             f"CPU seconds per process during the cohort of {cohort['size']:,} (start-up"
-            " excluded), and per 1,000 people:",
+            " excluded), per 1,000 people, and per 1,000 people during each steady run"
+            " (smaller batches: fixed costs per poll, round and transaction weigh more):",
             "",
-            "| process | CPU s | CPU s per 1,000 people |",
-            "| --- | ---: | ---: |",
+            "| process | CPU s | per 1,000 people |"
+            + "".join(f" per 1,000 at {rate}/s |" for rate in steady)
+            + "",
+            "| --- | ---: | ---: |" + " ---: |" * len(steady),
         ]
         per = cohort["cpu_s_per_1000"]
         for name, sec in sorted(cohort["cpu_s"].items(), key=lambda kv: -kv[1]):
-            out.append(f"| {name} | {sec:.1f} | {per[name]:.3f} |")
-        out.append(f"| all | {sum(cohort['cpu_s'].values()):.1f} | {sum(per.values()):.3f} |")
+            extra = "".join(f" {f.get(name, 0):.3f} |" for f in steady.values())
+            out.append(f"| {name} | {sec:.1f} | {per[name]:.3f} |{extra}")
+        extra = "".join(f" {sum(f.values()):.3f} |" for f in steady.values())
+        out.append(
+            f"| all | {sum(cohort['cpu_s'].values()):.1f} | {sum(per.values()):.3f} |{extra}"
+        )
     lat = r.get("latency") or {}
     if lat:
         out += [
