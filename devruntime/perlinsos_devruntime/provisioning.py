@@ -9,8 +9,6 @@ signing keys live there too; registry gets the file of their public keys (`KEYS_
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import asyncpg
 
 from perlinsos_devruntime.credentials import state_secret
+from perlinsos_devruntime.embedded import run_coro
 from perlinsos_shared.access import ensure_agency_topics
 from perlinsos_shared.db_roles import READER, SERVICES, login_role, login_url, provision
 from perlinsos_shared.settings import Settings
@@ -45,7 +44,7 @@ def provision_logins(
     passwords = {s: state_secret(state_dir, f"db-{login_role(s)}") for s in services}
     reader_password = state_secret(state_dir, f"db-{READER}")
     try:
-        _run(provision(admin_url, passwords, reader_password))
+        run_coro(provision(admin_url, passwords, reader_password))
     except asyncpg.InsufficientPrivilegeError:
         # DATABASE_URL is already an unprivileged login: use it as it is (the services
         # then run only if it is each one's own role; see docs/SECURITY.md).
@@ -57,23 +56,12 @@ def provision_logins(
     )
 
 
-def _run(coro: object) -> None:
-    """Run a coroutine to completion, also when called from a thread with a running loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(coro)  # type: ignore[arg-type]
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, coro).result()  # type: ignore[arg-type]
-
-
 DEMO_AGENCIES = ("DISNAKER", "DISHUB", "PERIKANAN", "KELURAHAN")
 
 
 def provision_agency_topics(settings: Settings, agencies: tuple[str, ...] = DEMO_AGENCIES) -> None:
     """Each demo agency's own reply topic (`registry.intake-rejected.<AGENCY>.v2`)."""
-    _run(ensure_agency_topics(settings, agencies))
+    run_coro(ensure_agency_topics(settings, agencies))
 
 
 def provision_agency_keys(state_dir: Path, agencies: tuple[str, ...] = DEMO_AGENCIES) -> Path:

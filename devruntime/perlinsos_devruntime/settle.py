@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 
 async def publish_sentinels(
@@ -44,22 +44,25 @@ async def until_settled(
     sentinel_ids: list[str],
     timeout: float = 180,
     poll: Callable[[], object] | None = None,
+    also: str | None = None,
 ) -> None:
     """Until every sentinel is in the service's inbox and its outbox is fully published
-    (`pool` is on the service's schema). `poll` is awaited, if it returns an awaitable,
-    between checks (a listener that must keep reading meanwhile)."""
+    (`pool` is on the service's schema), and the count `also` selects (work a periodic
+    job of the service has still to do) is 0. `poll` is awaited, if it returns an
+    awaitable, between checks (a listener that must keep reading meanwhile)."""
     deadline = time.monotonic() + timeout
     while True:
         applied = await pool.fetchval(
             "SELECT count(*) FROM inbox WHERE event_id = ANY($1::text[])", sentinel_ids
         )
+        pending = await pool.fetchval(also) if also else 0
         left = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        if applied == len(sentinel_ids) and left == 0:
+        if applied == len(sentinel_ids) and pending == 0 and left == 0:
             return
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"not settled in {timeout:.0f}s: {applied}/{len(sentinel_ids)} sentinels "
-                f"applied, {left} outbox rows unpublished"
+                f"applied, {pending} pending, {left} outbox rows unpublished"
             )
         if poll is not None:
             result = poll()
@@ -68,13 +71,15 @@ async def until_settled(
         await asyncio.sleep(0.1)
 
 
-async def read_to_end(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> list[bytes]:
-    """Every value from the consumer's position on `topic` up to the end offsets as they
+async def read_to_end(
+    consumer: AIOKafkaConsumer, topic: str, partitions: int
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record from the consumer's position on `topic` up to the end offsets as they
     are now (the consumer is assigned all of the topic's partitions)."""
     parts = [TopicPartition(topic, p) for p in range(partitions)]
     ends = await consumer.end_offsets(parts)
-    values: list[bytes] = []
+    out: list[ConsumerRecord[bytes, bytes]] = []
     while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
         for records in (await consumer.getmany(*parts, timeout_ms=200)).values():
-            values += [r.value for r in records if r.value is not None]
-    return values
+            out += [r for r in records if r.value is not None]
+    return out

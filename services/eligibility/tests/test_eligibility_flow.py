@@ -15,6 +15,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from perlinsos_devruntime.settle import publish_sentinels, read_to_end, until_settled
 from perlinsos_devruntime.stack import Stack
@@ -138,7 +139,8 @@ class Decisions:
             await until_settled(pool, ids, timeout=timeout)
         finally:
             await pool.close()
-        self._keep(await read_to_end(self.consumer, DECISIONS.name, DECISIONS.partitions))
+        records = await read_to_end(self.consumer, DECISIONS.name, DECISIONS.partitions)
+        self._keep([r.value for r in records if r.value is not None])
         return self.seen
 
 
@@ -240,11 +242,30 @@ async def test_quota_waitlist_and_promotion_oldest_first(
     assert explained is not None and explained["rule_version"] == f"{line.value}@test"
     assert {c["rule"] for c in explained["checks"]} >= {"DOMICILE", "AGE", "QUOTA"}
     assert await cli.explain(stack.database_url, "3171000000000000") is None
-    # a rule change raising the quota: reevaluate promotes the k - j still waiting, and
-    # publishes nothing for the n unchanged
+    # `eligibility promote` (the operator's command) under rules with one place more: the
+    # oldest still waiting is promoted, once; a second run promotes nobody
+    one_more = write_rules(tmp_path / "one-more", {line: n + 1})
+    monkeypatch.setenv("PERLINSOS_ELIGIBILITY_RULES_DIR", str(one_more))
+    monkeypatch.setenv("DATABASE_URL", stack.database_url)
+    for expected in (1, 0):
+        ran = await asyncio.to_thread(CliRunner().invoke, cli.app, ["promote"])
+        assert ran.exit_code == 0, ran.output
+        assert f"{expected} decision(s) published" in ran.output, ran.output
+    async with Decisions(stack) as decisions:
+        seen = await decisions.until(n + k + 2 * j + 1)
+    assert len(seen) == n + k + 2 * j + 1
+    promotions = [d for d in seen if d["promoted"]]
+    assert sorted(d["participant_id"] for d in promotions) == sorted(waiting_in_order[: j + 1])
+    by_command = next(d for d in promotions if d["participant_id"] == waiting_in_order[j])
+    assert by_command["outcome"] == "eligible"
+    assert by_command["cover_start"] == today_local().isoformat()
+    # a rule change raising the quota: reevaluate promotes the k - j - 1 still waiting,
+    # and publishes nothing for the n + 1 unchanged
     raised = load_rule_book(write_rules(tmp_path / "raised", {line: n + k}))
     changed = await cli.reevaluate(stack.database_url, line, today_local(), raised)
-    assert sorted((c.before, c.after) for c in changed) == [("waitlisted", "eligible")] * (k - j)
+    assert sorted((c.before, c.after) for c in changed) == [("waitlisted", "eligible")] * (
+        k - j - 1
+    )
     assert await cli.reevaluate(stack.database_url, line, today_local(), raised) == []
 
 

@@ -13,7 +13,7 @@ from perlinsos_premium.ledger import roll_period
 from perlinsos_shared.clock import current_period
 from perlinsos_shared.db import open_service_db
 
-pytestmark = pytest.mark.flow
+pytestmark = pytest.mark.db  # PostgreSQL only: no broker, no service process
 
 L30 = "PERWAKO-30-2025"
 
