@@ -20,6 +20,8 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from perlinsos_shared.outbox import UNSENT
+
 
 async def publish_sentinels(
     bootstrap: str, topic: str, partitions: int, make: Callable[[int], tuple[str, bytes]]
@@ -56,7 +58,7 @@ async def until_settled(
             "SELECT count(*) FROM inbox WHERE event_id = ANY($1::text[])", sentinel_ids
         )
         pending = await pool.fetchval(also) if also else 0
-        left = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        left = await pool.fetchval(f"SELECT count(*) FROM outbox WHERE {UNSENT}")
         if applied == len(sentinel_ids) and pending == 0 and left == 0:
             return
         if time.monotonic() > deadline:
