@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from perlinsos_shared.envelope import encode, make_event
+from perlinsos_shared.events import ParticipantBpjsAnswered
 from perlinsos_shared.outbox import UNSENT
 
 
@@ -39,6 +42,20 @@ async def publish_sentinels(
     finally:
         await producer.stop()
     return ids
+
+
+def bpjs_answer_sentinel(partition: int) -> tuple[str, bytes]:
+    """A sentinel for the participants topic: a BPJS answer for a participant nobody has
+    seen. Eligibility and premium apply it as nothing (no state, nothing published) but
+    record it in their inbox."""
+    answer = ParticipantBpjsAnswered(
+        participant_id=f"SENTINEL-{uuid.uuid4()}",
+        answer="REFUSED",
+        import_id="sentinel",
+        row=partition + 1,
+    )
+    event = make_event("test/sentinel", answer)
+    return event.id, encode(event)
 
 
 async def until_settled(

@@ -17,7 +17,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from perlinsos_devruntime.settle import publish_sentinels, read_to_end, until_settled
+from perlinsos_devruntime.settle import (
+    bpjs_answer_sentinel,
+    publish_sentinels,
+    read_to_end,
+    until_settled,
+)
 from perlinsos_devruntime.stack import Stack
 from perlinsos_eligibility import cli
 from perlinsos_eligibility.rules import load_rule_book
@@ -29,7 +34,6 @@ from perlinsos_shared.events import (
     ExitReason,
     FundingLine,
     Occupation,
-    ParticipantBpjsAnswered,
     ParticipantEnrolled,
     ParticipantExited,
 )
@@ -132,7 +136,10 @@ class Decisions:
             self._keep([r.value for records in got.values() for r in records])
         assert len(self.seen) >= n, f"{len(self.seen)} decisions, expected {n}"
         ids = await publish_sentinels(
-            self.stack.bootstrap_servers, PARTICIPANTS.name, PARTICIPANTS.partitions, sentinel
+            self.stack.bootstrap_servers,
+            PARTICIPANTS.name,
+            PARTICIPANTS.partitions,
+            bpjs_answer_sentinel,
         )
         pool = await create_pool(self.stack.database_url, "eligibility", max_size=1)
         try:
@@ -142,19 +149,6 @@ class Decisions:
         records = await read_to_end(self.consumer, DECISIONS.name, DECISIONS.partitions)
         self._keep([r.value for r in records if r.value is not None])
         return self.seen
-
-
-def sentinel(partition: int) -> tuple[str, bytes]:
-    """A BPJS answer for a participant eligibility has never seen: it changes nothing and
-    publishes nothing, but it is recorded in the inbox once applied."""
-    answer = ParticipantBpjsAnswered(
-        participant_id=f"SENTINEL-{uuid.uuid4()}",
-        answer="REFUSED",
-        import_id="sentinel",
-        row=partition + 1,
-    )
-    event = make_event("test/sentinel", answer)
-    return event.id, encode(event)
 
 
 @pytest.fixture

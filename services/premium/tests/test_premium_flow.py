@@ -36,7 +36,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from openpyxl import load_workbook
 from typer.testing import CliRunner
 
-from perlinsos_devruntime.settle import publish_sentinels, read_to_end, until_settled
+from perlinsos_devruntime.settle import (
+    bpjs_answer_sentinel,
+    publish_sentinels,
+    read_to_end,
+    until_settled,
+)
 from perlinsos_devruntime.stack import Stack
 from perlinsos_eligibility.domain import Applicant, assess, free_places, window_check
 from perlinsos_eligibility.reasons import reason
@@ -54,7 +59,6 @@ from perlinsos_shared.events import (
     EligibilityDecided,
     FundingLine,
     Occupation,
-    ParticipantBpjsAnswered,
     ParticipantEnrolled,
 )
 from perlinsos_shared.settings import Settings, get_settings
@@ -180,19 +184,6 @@ def sentinel(partition: int) -> tuple[str, bytes]:
     return event.id, encode(event)
 
 
-def participants_sentinel(partition: int) -> tuple[str, bytes]:
-    """On the participants topic premium keeps only enrolments: a BPJS answer is applied
-    as nothing (and recorded in the inbox)."""
-    answer = ParticipantBpjsAnswered(
-        participant_id=f"SENTINEL-{uuid.uuid4()}",
-        answer="REFUSED",
-        import_id="sentinel",
-        row=partition + 1,
-    )
-    event = make_event("test/sentinel", answer)
-    return event.id, encode(event)
-
-
 # --- what finance sees ----------------------------------------------------------------
 
 
@@ -240,7 +231,7 @@ class Summaries:
             self.bootstrap, DECISIONS.name, DECISIONS.partitions, sentinel
         )
         ids += await publish_sentinels(
-            self.bootstrap, PARTICIPANTS.name, PARTICIPANTS.partitions, participants_sentinel
+            self.bootstrap, PARTICIPANTS.name, PARTICIPANTS.partitions, bpjs_answer_sentinel
         )
         await until_settled(
             pool, ids, also="SELECT count(*) FROM summaries WHERE changed", poll=self.poll
