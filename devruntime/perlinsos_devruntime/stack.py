@@ -76,6 +76,23 @@ LIVENESS_FAILURES = 6  # consecutive failed /livez probes before the process is 
 SUPERVISE_EVERY_S = 0.25
 SERVICE_STOP_GRACE_S = 5.0
 START_TIMEOUT_S = 180.0
+# The embedded broker (Tansu) holds every consumer group join for half the session
+# timeout (in 1 s steps, at least 1 s) so that members starting together join one
+# generation: with the default 6 s each service's first join took 3 s. Against it, unless
+# PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS says otherwise, the services join with this
+# session timeout instead (a join of 1 s). What it also bounds: a member whose event loop
+# stalls longer than this is taken out of its group when another member of the group
+# heartbeats (a rebalance; the inbox drops what is delivered again).
+EMBEDDED_SESSION_TIMEOUT_MS = 2000
+
+
+def for_embedded_broker(settings: Settings) -> Settings:
+    """What the services are given against the embedded broker: no idempotent producer
+    (it does not implement it) and, unless set, `EMBEDDED_SESSION_TIMEOUT_MS`."""
+    update: dict[str, object] = {"kafka_idempotent": False}
+    if "consumer_session_timeout_ms" not in settings.model_fields_set:
+        update["consumer_session_timeout_ms"] = EMBEDDED_SESSION_TIMEOUT_MS
+    return settings.model_copy(update=update)
 
 
 @dataclass
@@ -245,7 +262,7 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.settings.kafka_bootstrap_servers:
             self.kafka = EmbeddedKafka(self.state_dir, port=self.kafka_port)
-            self.settings = self.settings.model_copy(update={"kafka_idempotent": False})
+            self.settings = for_embedded_broker(self.settings)
         if not self.settings.database_url:
             self.postgres = EmbeddedPostgres(self.state_dir, port=self.pg_port)
         kafka, postgres = self.kafka, self.postgres

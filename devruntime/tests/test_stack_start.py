@@ -1,4 +1,5 @@
-"""What `Stack.start()` records, on values: the start-up timeline (`logs/startup.log`)."""
+"""What `Stack.start()` decides and records, on values: the settings the services get
+against the embedded broker, and the start-up timeline (`logs/startup.log`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,31 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from perlinsos_devruntime.stack import ServiceProcess, Stack, Step
-from perlinsos_shared.settings import Settings
+import pytest
+
+from perlinsos_devruntime.stack import (
+    EMBEDDED_SESSION_TIMEOUT_MS,
+    ServiceProcess,
+    Stack,
+    Step,
+    for_embedded_broker,
+)
+from perlinsos_shared.settings import Settings, settings_env
+
+
+def test_against_the_embedded_broker_services_join_with_a_short_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS", raising=False)
+    env = settings_env(for_embedded_broker(Settings()))
+    assert env["PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS"] == str(EMBEDDED_SESSION_TIMEOUT_MS)
+    assert env["PERLINSOS_KAFKA_IDEMPOTENT"] == "False"
+
+
+def test_a_session_timeout_set_by_the_operator_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS", "7000")
+    env = settings_env(for_embedded_broker(Settings()))
+    assert env["PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS"] == "7000"
 
 
 def _line(at: float, message: str) -> str:
