@@ -28,12 +28,14 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 
+from perlinsos_shared import memdiag
 from perlinsos_shared.consumer import BatchConsumer, Handler, UndecodableHook
 from perlinsos_shared.db import open_service_db, refuse_privileged_login
 from perlinsos_shared.gc_tuning import tune_gc
 from perlinsos_shared.health import HealthServer, Readiness
 from perlinsos_shared.kafka import make_broker, make_producer
 from perlinsos_shared.logs import setup_logging
+from perlinsos_shared.malloc_tuning import trim, tune_malloc
 from perlinsos_shared.metrics import platform, setup_metrics
 from perlinsos_shared.outbox import OutboxRelay
 from perlinsos_shared.retention import prune_forever
@@ -57,6 +59,8 @@ class ServiceRuntime:
     def __init__(self, name: str, settings: Settings | None = None) -> None:
         self.name = name
         self.settings = settings or get_settings()
+        tune_malloc()  # before any thread starts: see malloc_tuning
+        memdiag.start_tracing()  # PERLINSOS_MEMDIAG_EVERY_S set: finding a leak
         setup_logging(name)
         self.tracer_provider = setup_tracing(name, self.settings)
         instrument_clients(self.tracer_provider)
@@ -274,6 +278,13 @@ class ServiceRuntime:
             self.supervisor.start(name, fn)
         self.supervisor.start("metrics-sampler", self._sample_loop)
         self.supervisor.start("retention", self._retention_loop)
+        if every_s := memdiag.enabled():
+            state_dir = self.settings.state_dir
+
+            async def memory_reports() -> None:
+                await memdiag.report_forever(self.name, state_dir, every_s)
+
+            self.supervisor.start("memory-diagnostics", memory_reports)
         for consumer in self.consumers:
             consumer.note_poll()
         self.health.started()
@@ -300,6 +311,7 @@ class ServiceRuntime:
         The database being away escapes (the supervisor reports it)."""
         while True:
             await self.sample_metrics()
+            trim()  # what the last batches freed goes back to the system
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     async def sample_metrics(self) -> None:

@@ -1,0 +1,167 @@
+"""Opt-in memory diagnostics: what a service's resident memory is made of, over time.
+
+Off unless `PERLINSOS_MEMDIAG_EVERY_S` is set (seconds between reports). Then every so
+often the service appends a report to `<state dir>/memory/<service>-<pid>.txt`: resident
+memory, what glibc's malloc holds in use and free (memory freed but kept shows as much
+free inside the heap), CPython's small-object arenas and the free space inside them,
+and the commonest object types. With `PERLINSOS_MEMDIAG_FRAMES` above 0 (1 by default)
+it also runs `tracemalloc` with that many frames per allocation and adds what traced
+allocations hold, the lines whose allocations grew most since the first report and the
+object types whose counts grew most. Tracing slows a service a lot (under load premium
+stalled past its liveness limit and was restarted) and adds to its memory: for finding
+a leak, not for production; `PERLINSOS_MEMDIAG_FRAMES=0` is cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import os
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+ENV_EVERY = "PERLINSOS_MEMDIAG_EVERY_S"
+ENV_FRAMES = "PERLINSOS_MEMDIAG_FRAMES"
+TOP = 25
+
+
+def enabled() -> float | None:
+    """Seconds between reports, or None when diagnostics are off."""
+    raw = os.environ.get(ENV_EVERY, "").strip()
+    return float(raw) if raw else None
+
+
+def start_tracing() -> None:
+    frames = int(os.environ.get(ENV_FRAMES, "1"))
+    if enabled() and frames > 0 and not tracemalloc.is_tracing():
+        tracemalloc.start(frames)
+
+
+_PYMALLOC = {
+    "# arenas allocated current": "arenas",
+    "# bytes in allocated blocks": "in_blocks",
+    "# bytes in available blocks": "free_blocks",
+}
+
+
+def pymalloc_stats() -> dict[str, int]:
+    """CPython's small-object allocator (objects up to 512 bytes, in 1 MB arenas that go
+    back to the system only when entirely empty): arenas held, bytes in live blocks, bytes
+    free inside them. Read from `sys._debugmallocstats`, which writes to stderr."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read()
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        for prefix, key in _PYMALLOC.items():
+            if line.startswith(prefix) and key not in out:
+                out[key] = int(line.split("=")[-1].replace(",", "").strip())
+    return out
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def malloc_stats() -> dict[str, int]:
+    """glibc's view of the heap (empty elsewhere): bytes in use, free inside the heap,
+    and in mmapped blocks (summed over arenas)."""
+    path = ctypes.util.find_library("c")
+    if not path:
+        return {}
+    libc = ctypes.CDLL(path)
+    fn = getattr(libc, "mallinfo2", None)
+    if fn is None:
+        return {}
+    fn.restype = _MallInfo2
+    info = fn()
+    return {"in_use": info.uordblks, "free": info.fordblks, "mmapped": info.hblkhd}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Reporter:
+    def __init__(self, service: str, state_dir: Path) -> None:
+        self.path = state_dir / "memory" / f"{service}-{os.getpid()}.txt"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        self.first: tracemalloc.Snapshot | None = None
+        self.first_types: Counter[str] | None = None
+
+    def report(self) -> str:
+        """One report, appended to the file (and returned)."""
+        types = Counter(type(o).__name__ for o in gc.get_objects())
+        lines = [self._totals(sum(types.values()))]
+        if tracemalloc.is_tracing():
+            lines += self._traced(types)
+        else:
+            lines += [f"  {k}: {v}" for k, v in types.most_common(TOP)]
+        text = "\n".join(lines) + "\n"
+        with self.path.open("a") as f:
+            f.write(text)
+        return text
+
+    def _totals(self, objects: int) -> str:
+        mb = 2**20
+        traced, peak = tracemalloc.get_traced_memory()
+        small = pymalloc_stats()
+        return (
+            f"== t={time.monotonic() - self.started:.0f}s rss={rss_bytes() / mb:.1f}MB"
+            f" traced={traced / mb:.1f}MB (peak {peak / mb:.1f})"
+            + "".join(f" malloc_{k}={v / mb:.1f}MB" for k, v in malloc_stats().items())
+            + "".join(  # not printed by CPython while tracemalloc runs
+                f" pymalloc_{k}={v if k == 'arenas' else f'{v / mb:.1f}MB'}"
+                for k, v in small.items()
+            )
+            + f" gc_objects={objects} gc_counts={gc.get_count()}"
+        )
+
+    def _traced(self, types: Counter[str]) -> list[str]:
+        snap = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        if self.first is None or self.first_types is None:
+            self.first, self.first_types = snap, types
+            return [f"  {s}" for s in snap.statistics("lineno")[:TOP]]
+        lines = ["  grown since the first report, by line:"]
+        lines += [f"  {s}" for s in snap.compare_to(self.first, "lineno")[:TOP]]
+        if tracemalloc.get_traceback_limit() > 1:
+            lines.append("  grown since the first report, by traceback:")
+            for s in snap.compare_to(self.first, "traceback")[:5]:
+                lines.append(f"  {s}")
+                lines += [f"      {f}" for f in s.traceback.format()[-12:]]
+        grown = Counter({k: v - self.first_types.get(k, 0) for k, v in types.items()})
+        lines.append("  object types grown since the first report:")
+        lines += [f"  {k}: +{v} (now {types[k]})" for k, v in grown.most_common(15)]
+        return lines
+
+
+async def report_forever(service: str, state_dir: Path, every_s: float) -> None:
+    reporter = Reporter(service, state_dir)
+    while True:
+        reporter.report()  # in the loop's thread: the snapshot is consistent
+        await asyncio.sleep(every_s)
