@@ -6,9 +6,14 @@ notify sending to the Twilio-wire fake in a process of its own), then the trace 
 consumer span, of each relay's publish span and of the SMS send, and the percentiles of
 the gaps between them.
 
-    python -m benchmarks.hops --rate 200 --seconds 40 [--keep DIR]
+    python -m benchmarks.hops --rate 200 --seconds 40 [--keep DIR] [--profile DIR]
 
-A quicker loop than `make bench` while working on latency; the figures are the same kind.
+A quicker loop than `make bench` while working on latency; the figures are the same kind,
+with the CPU seconds of every process per 1,000 people over the run (the fake provider's
+own, counted apart: it is not part of the system) and per second at rest before it. `--profile DIR` also samples every
+service with py-spy while it runs (as `make profile` does for the cohort) and prints each
+one's top costs; PostgreSQL is then started with `pg_stat_statements` and its top
+statements are printed too.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import itertools
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +45,7 @@ STEPS = {
     ("CLIENT", "sms send"): "sms send started",
 }
 OWNER = {"eligibility consumed": "eligibility", "notify consumed": "notify"}
+IDLE_S = 10.0  # seconds at rest measured before publishing
 ORDER = ["published", *dict.fromkeys(STEPS.values()), "at the provider"]
 
 
@@ -89,8 +96,11 @@ def hops(
     return {k: _summary(gaps[k]) for k in names if k in gaps}
 
 
-def measure(rate: float, seconds: float, base: Path) -> dict[str, Any]:
+def measure(rate: float, seconds: float, base: Path, profile: Path | None = None) -> dict[str, Any]:
+    from benchmarks import profile as profiling
+    from benchmarks.sampler import cpu_seconds, stack_pids
     from benchmarks.suite import _start_provider
+    from perlinsos_devruntime import embedded
     from perlinsos_devruntime.embedded import free_port
     from perlinsos_devruntime.stack import Stack
     from perlinsos_shared.settings import Settings
@@ -108,20 +118,56 @@ def measure(rate: float, seconds: float, base: Path) -> dict[str, Any]:
         pg_port=free_port(),
         http_port_base=0,
     )
+    if profile is not None:
+        embedded.PG_SETTINGS = {
+            **embedded.PG_SETTINGS,
+            "shared_preload_libraries": "pg_stat_statements",
+            "pg_stat_statements.track": "all",
+        }
     provider, url, sms_log = _start_provider(base)
     sent_at: dict[str, float] = {}
+    spies: list[subprocess.Popen[bytes]] = []
     try:
         t0 = time.monotonic()
         stack.start_infrastructure()
         stack.start_services(extra_env=provider_env(url))
         started_s = time.monotonic() - t0
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            spies = [
+                profiling.spy(svc.process.pid, profile / f"{svc.name}.txt")
+                for svc in stack.services
+            ]
+            time.sleep(1)  # attached before the first submission
+        pids = {**stack_pids(stack), "provider (fake, apart)": provider.pid}
+        # at rest first: what every process spends a second with nothing to do (polls,
+        # relay and sender rounds, span export) is paid at any rate
+        time.sleep(3)
+        before = cpu_seconds(pids)
+        time.sleep(IDLE_S)
+        after = cpu_seconds(pids)
+        figures_idle = {k: round((after[k] - before[k]) / IDLE_S, 4) for k in after if k in before}
+        before = cpu_seconds(pids)
         figures = asyncio.run(
             latency.steady(
                 stack.bootstrap_servers, people, rate, sms_log, max(120, 3 * seconds), sent_at
             )
         )
+        after = cpu_seconds(pids)
+        cpu = {k: (after[k] - before[k]) * 1000 / n for k in after if k in before}
+        cpu["all (provider apart)"] = sum(v for k, v in cpu.items() if not k.startswith("provider"))
+        figures["cpu_s_per_1000"] = {k: round(v, 3) for k, v in cpu.items()}
+        figures["cpu_s_per_s_at_rest"] = figures_idle
+        if profile is not None:
+            profiling.stop_spies(spies)
+            statements = asyncio.run(profiling.top_statements(stack.database_url, 15))
+            (profile / "postgres.tsv").write_text(
+                "seconds\tcalls\trows\tmean_ms\tquery\n"
+                + "".join("\t".join(str(v) for v in row) + "\n" for row in statements)
+            )
         time.sleep(6)  # the services' span processors export every 5 s
     finally:
+        profiling.stop_spies(spies)
         stack.stop()
         provider.terminate()
     figures["stack_started_s"] = round(started_s, 1)
@@ -135,14 +181,21 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="submissions per second")
     parser.add_argument("--seconds", type=float, default=40.0, help="how long to publish")
     parser.add_argument("--keep", type=Path, help="keep the state (traces, logs) in this folder")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy every service into DIR while it runs"
+    )
     args = parser.parse_args()
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-        figures = measure(args.rate, args.seconds, args.keep)
+        figures = measure(args.rate, args.seconds, args.keep, args.profile)
     else:
         with tempfile.TemporaryDirectory(prefix="perlinsos-hops-") as tmp:
-            figures = measure(args.rate, args.seconds, Path(tmp))
+            figures = measure(args.rate, args.seconds, Path(tmp), args.profile)
     print(json.dumps(figures, indent=2))
+    if args.profile is not None:
+        from benchmarks import profile as profiling
+
+        profiling.print_folder(args.profile, 15)
     print(
         f"{args.rate:g}/s for {args.seconds:g}s: p50 {figures['p50_ms']} ms, p95 "
         f"{figures['p95_ms']} ms, p99 {figures['p99_ms']} ms; {figures['sms']}/"

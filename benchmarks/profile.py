@@ -163,7 +163,7 @@ def _under(pid: int, stack: Any) -> bool:
         return False
 
 
-async def _top_statements(admin_url: str, top: int) -> list[tuple[Any, ...]]:
+async def top_statements(admin_url: str, top: int) -> list[tuple[Any, ...]]:
     import asyncpg
 
     conn = await asyncpg.connect(admin_url)
@@ -179,6 +179,32 @@ async def _top_statements(admin_url: str, top: int) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in rows]
     finally:
         await conn.close()
+
+
+def spy(pid: int, out: Path, rate: int = 100) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` into `out` (collapsed stacks) until `stop_spies`."""
+    return subprocess.Popen(
+        [_py_spy(), "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
+         "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
+    """Stop each py-spy (it writes its file on SIGINT); say why one failed."""
+    for one in spies:
+        if one.poll() is None:
+            one.send_signal(signal.SIGINT)
+    for one in spies:
+        try:
+            _, err = one.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            one.kill()
+            continue
+        if one.returncode not in (0, -signal.SIGINT):
+            print(err.decode(errors="replace")[-500:], file=sys.stderr)
+    spies.clear()
 
 
 def _record(size: int, rate: int, out: Path, top: int) -> None:
@@ -212,27 +238,7 @@ def _record(size: int, rate: int, out: Path, top: int) -> None:
     try:
         stack.start()
         subs = generate(size, 2025, 0.03)
-        py_spy = _py_spy()
-        for svc in stack.services:
-            spies.append(
-                subprocess.Popen(
-                    [
-                        py_spy,
-                        "record",
-                        "--pid",
-                        str(svc.process.pid),
-                        "--rate",
-                        str(rate),
-                        "--nonblocking",
-                        "--format",
-                        "raw",
-                        "--output",
-                        str(out / f"{svc.name}.txt"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-            )
+        spies = [spy(svc.process.pid, out / f"{svc.name}.txt", rate) for svc in stack.services]
         time.sleep(1)  # attached before the first submission
         pids = _processes(stack)
         before = _cpu_seconds(pids)
@@ -245,7 +251,7 @@ def _record(size: int, rate: int, out: Path, top: int) -> None:
             f.write("part\tCPU s\tRSS MiB at the end\n")
             for name in after:
                 f.write(f"{name}\t{after[name] - before.get(name, 0.0):.1f}\t{rss[name]:.0f}\n")
-        statements = asyncio.run(_top_statements(stack.database_url, top))
+        statements = asyncio.run(top_statements(stack.database_url, top))
         with (out / "postgres.tsv").open("w") as f:
             f.write("seconds\tcalls\trows\tmean_ms\tquery\n")
             for row in statements:
@@ -255,16 +261,7 @@ def _record(size: int, rate: int, out: Path, top: int) -> None:
             f"{report.seconds_to_sms:.1f}s"
         )
     finally:
-        for spy in spies:
-            spy.send_signal(signal.SIGINT)
-        for spy in spies:
-            try:
-                _, err = spy.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                continue
-            if spy.returncode not in (0, -signal.SIGINT):
-                console.print(err.decode(errors="replace")[-500:])
+        stop_spies(spies)
         stack.stop()
         shutil.rmtree(state, ignore_errors=True)
 
@@ -280,12 +277,17 @@ def main() -> None:
     folder = args.summarize or args.out
     if args.summarize is None:
         _record(args.size, args.rate, folder, args.top)
+    print_folder(folder, args.top)
+
+
+def print_folder(folder: Path, top: int) -> None:
+    """Print an earlier run's CPU table, each service's top costs and PostgreSQL's."""
     cpu = folder / "cpu.tsv"
     if cpu.exists():
         print("CPU seconds while the cohort ran, and resident memory at its end:")
         print(cpu.read_text())
     for path in sorted(folder.glob("*.txt")):
-        print(summarize(path, args.top))
+        print(summarize(path, top))
     statements = folder / "postgres.tsv"
     if statements.exists():
         print("postgres: the statements that took the most time")
