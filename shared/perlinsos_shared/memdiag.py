@@ -21,11 +21,13 @@ import gc
 import os
 import time
 import tracemalloc
+import types
 from collections import Counter
 from pathlib import Path
 
 ENV_EVERY = "PERLINSOS_MEMDIAG_EVERY_S"
 ENV_FRAMES = "PERLINSOS_MEMDIAG_FRAMES"
+ENV_REFERRERS = "PERLINSOS_MEMDIAG_REFERRERS"  # a type name: what holds its objects
 TOP = 25
 
 
@@ -104,6 +106,37 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _describe(o: object) -> str:
+    if isinstance(o, dict):
+        return f"dict(len={len(o)}, keys={[str(k)[:40] for k in list(o)[:6]]})"
+    if isinstance(o, types.FrameType):
+        return f"frame {o.f_code.co_filename}:{o.f_code.co_name}"
+    if isinstance(o, list | tuple | set | frozenset):
+        return f"{type(o).__name__}(len={len(o)})"
+    return f"{type(o).__module__}.{type(o).__qualname__}"
+
+
+def referrer_chain(type_name: str, depth: int = 8) -> list[str]:
+    """What holds an object of this type, and what holds that, `depth` steps up."""
+    found = next((o for o in gc.get_objects() if type(o).__name__ == type_name), None)
+    if found is None:
+        return [f"  no {type_name} alive"]
+    lines = [f"  what holds a {type_name}:"]
+    here: object = found
+    seen = {id(found)}
+    mine: set[int] = {id(lines), id(seen)}
+    for level in range(depth):
+        holders = [r for r in gc.get_referrers(here) if id(r) not in seen | mine]
+        up = [r for r in holders if not isinstance(r, types.FrameType)]
+        mine |= {id(holders), id(up)}
+        lines += [f"  {'  ' * level}<- {_describe(r)}" for r in holders[:4]]
+        if not up:
+            break
+        here = up[0]
+        seen.add(id(here))
+    return lines
+
+
 class Reporter:
     def __init__(self, service: str, state_dir: Path) -> None:
         self.path = state_dir / "memory" / f"{service}-{os.getpid()}.txt"
@@ -114,12 +147,23 @@ class Reporter:
 
     def report(self) -> str:
         """One report, appended to the file (and returned)."""
-        types = Counter(type(o).__name__ for o in gc.get_objects())
-        lines = [self._totals(sum(types.values()))]
+        counts = Counter(type(o).__name__ for o in gc.get_objects())
+        lines = [self._totals(sum(counts.values()))]
         if tracemalloc.is_tracing():
-            lines += self._traced(types)
+            lines += self._traced(counts)
         else:
-            lines += [f"  {k}: {v}" for k, v in types.most_common(TOP)]
+            lines += [f"  {k}: {v}" for k, v in counts.most_common(TOP)]
+        # what only the cycle collector frees: garbage in reference cycles, kept until
+        # the generation it reached is collected
+        unreachable = gc.collect()
+        after = Counter(type(o).__name__ for o in gc.get_objects())
+        lines.append(f"  gc.collect() found {unreachable} unreachable; types it freed most:")
+        freed = Counter({k: v - after.get(k, 0) for k, v in counts.items()})
+        lines += [
+            f"  {k}: -{v} (left {after.get(k, 0)})" for k, v in freed.most_common(10) if v > 0
+        ]
+        if wanted := os.environ.get(ENV_REFERRERS, "").strip():
+            lines += referrer_chain(wanted)
         text = "\n".join(lines) + "\n"
         with self.path.open("a") as f:
             f.write(text)
@@ -140,12 +184,12 @@ class Reporter:
             + f" gc_objects={objects} gc_counts={gc.get_count()}"
         )
 
-    def _traced(self, types: Counter[str]) -> list[str]:
+    def _traced(self, counts: Counter[str]) -> list[str]:
         snap = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)]
         )
         if self.first is None or self.first_types is None:
-            self.first, self.first_types = snap, types
+            self.first, self.first_types = snap, counts
             return [f"  {s}" for s in snap.statistics("lineno")[:TOP]]
         lines = ["  grown since the first report, by line:"]
         lines += [f"  {s}" for s in snap.compare_to(self.first, "lineno")[:TOP]]
@@ -154,9 +198,9 @@ class Reporter:
             for s in snap.compare_to(self.first, "traceback")[:5]:
                 lines.append(f"  {s}")
                 lines += [f"      {f}" for f in s.traceback.format()[-12:]]
-        grown = Counter({k: v - self.first_types.get(k, 0) for k, v in types.items()})
+        grown = Counter({k: v - self.first_types.get(k, 0) for k, v in counts.items()})
         lines.append("  object types grown since the first report:")
-        lines += [f"  {k}: +{v} (now {types[k]})" for k, v in grown.most_common(15)]
+        lines += [f"  {k}: +{v} (now {counts[k]})" for k, v in grown.most_common(15)]
         return lines
 
 
