@@ -14,6 +14,7 @@ loop failing, every consumer polled the broker within `PERLINSOS_CONSUMER_STALL_
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from itertools import chain
@@ -27,6 +28,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
+from opentelemetry import context as otel_context
 
 from perlinsos_shared import memdiag
 from perlinsos_shared.consumer import BatchConsumer, Handler, UndecodableHook
@@ -200,7 +202,7 @@ class ServiceRuntime:
         @subscriber
         async def _subscriber(body: Any, message: KafkaMessage) -> None:
             raw: Sequence[Any] = message.raw_message
-            await consumer.process(raw)
+            await in_own_context(consumer.process(raw))
             self._kafka_consumers[topic.name] = message.consumer
             consumer.note_positions(message.consumer, raw)
 
@@ -334,6 +336,19 @@ class ServiceRuntime:
 
     def run(self) -> None:
         asyncio.run(self.app.run())
+
+
+async def in_own_context(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` in a context of its own that carries over only the trace context.
+
+    A timer or callback scheduled while a batch is handled keeps the context it was
+    scheduled in, and FastStream's context holds the batch's message (up to 2,000
+    records): asyncpg's statement cache arms a 5-minute timer per statement it prepares
+    and its pool one per connection released, so each pinned a batch for minutes, and
+    after a burst four to ten batches of every consumer stayed resident."""
+    own = contextvars.Context()
+    own.run(otel_context.attach, otel_context.get_current())
+    await asyncio.create_task(work, context=own)
 
 
 def _loop_name(fn: Callable[..., Any]) -> str:
