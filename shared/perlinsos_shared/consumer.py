@@ -40,12 +40,13 @@ from perlinsos_shared import inbox
 from perlinsos_shared.envelope import RawEnvelope, decode_message
 from perlinsos_shared.metrics import platform
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.telemetry import context_from_headers, scrub, span_headers
+from perlinsos_shared.telemetry import ConsumerSpans, scrub, span_headers
 from perlinsos_shared.topics import Topic
 
 log = logging.getLogger("perlinsos.consumer")
 MAX_BATCH_LINKS = 128  # the SDK's default link limit per span
 tracer = trace.get_tracer("perlinsos.consumer")
+consumer_spans = ConsumerSpans("perlinsos.consumer")
 
 # SQLSTATE classes and codes that say "the database, not this message": 08 connection
 # exception, 53 insufficient resources (too many connections, disk full, out of memory),
@@ -295,25 +296,22 @@ class BatchConsumer:
         Attributes carry only ids that are not personal data (agency reference, participant
         id, decision id), which `perlinsos trace` searches.
         """
+        name = f"{self.topic.name} process"
+        group = f"perlinsos-{self.service}"
         for m in messages:
-            parent = context_from_headers(m.headers)
+            envelope = m.envelope
             attributes: dict[str, Any] = {
                 "messaging.system": "kafka",
                 "messaging.destination.name": self.topic.name,
                 "messaging.operation.type": "process",
-                "messaging.consumer.group.name": f"perlinsos-{self.service}",
+                "messaging.consumer.group.name": group,
                 "messaging.kafka.destination.partition": m.record.partition,
                 "messaging.kafka.offset": m.record.offset,
-                "messaging.message.id": m.id,
-                "cloudevents.event_type": m.type,
+                "messaging.message.id": envelope.id,
+                "cloudevents.event_type": envelope.type,
             }
-            attributes.update(correlation_attributes(m.envelope.data))
-            span = tracer.start_span(
-                f"{self.topic.name} process",
-                context=parent,
-                kind=SpanKind.CONSUMER,
-                attributes=attributes,
-            )
+            attributes.update(correlation_attributes(envelope.data))
+            span = consumer_spans.start(name, m.headers, attributes=attributes)
             m.span = span
             m.trace_headers = span_headers(span)
 

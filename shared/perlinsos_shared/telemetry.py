@@ -19,17 +19,25 @@ from __future__ import annotations
 import os
 import re
 import threading
+import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from time import time_ns
 from typing import Any
 
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -40,14 +48,22 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, Span, SpanKind
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.util.types import Attributes
 
 from perlinsos_shared.masking import mask_nik, mask_phone
 from perlinsos_shared.settings import Settings
-
-TRACE_HEADERS = ("traceparent", "tracestate")
 
 # A NIK is 16 digits; an Indonesian mobile is +62/62/0 then 8 and 8-12 more digits, in any
 # spelling (spaces, dashes, dots, a URL-encoded plus). Neither may touch another digit.
@@ -129,9 +145,12 @@ def scrub_attributes(attributes: Attributes | Mapping[str, Any] | None) -> dict[
     if not attributes:
         return {}
     return {
-        k: v if k in SAFE_ATTRIBUTES or not isinstance(v, str | tuple | list) else scrub_value(v)
+        k: v if k in SAFE_ATTRIBUTES or not isinstance(v, _SCRUBBED_TYPES) else scrub_value(v)
         for k, v in _items(attributes)
     }
+
+
+_SCRUBBED_TYPES = (str, tuple, list)
 
 
 def _items(attributes: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
@@ -142,6 +161,10 @@ def _items(attributes: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
     return inner.items() if isinstance(inner, dict) else attributes.items()
 
 
+_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+_STATUS_NAMES = {code: code.name for code in StatusCode}
+
+
 def span_record(s: ReadableSpan) -> dict[str, Any] | None:
     """One finished span as the JSON record of the embedded trace store (scrubbed)."""
     ctx = s.get_span_context()
@@ -150,27 +173,29 @@ def span_record(s: ReadableSpan) -> dict[str, Any] | None:
     parent = s.parent
     status = s.status
     scope = s.instrumentation_scope
-    # the span's own attribute store, not the read-only view `attributes` wraps it in
+    # the span's own stores, not the read-only copies and views its properties make
     attributes = getattr(s, "_attributes", None) or s.attributes
+    events = getattr(s, "_events", None) or ()
+    links = getattr(s, "_links", None) or ()
     return {
         "trace_id": f"{ctx.trace_id:032x}",
         "span_id": f"{ctx.span_id:016x}",
         "parent_span_id": f"{parent.span_id:016x}" if parent else None,
         "name": scrub(s.name),
-        "kind": s.kind.name,
+        "kind": _KIND_NAMES[s.kind],
         "service": s.resource.attributes.get("service.name"),
         "scope": scope.name if scope else None,
         "start_ns": s.start_time,
         "end_ns": s.end_time,
-        "status": status.status_code.name,
+        "status": _STATUS_NAMES[status.status_code],
         "status_description": scrub(status.description) if status.description else None,
         "attributes": scrub_attributes(attributes),
         "events": [
-            {"name": scrub(e.name), "attributes": scrub_attributes(e.attributes)} for e in s.events
+            {"name": scrub(e.name), "attributes": scrub_attributes(e.attributes)} for e in events
         ],
         "links": [
             {"trace_id": f"{link.context.trace_id:032x}", "span_id": f"{link.context.span_id:016x}"}
-            for link in s.links
+            for link in links
         ],
     }
 
@@ -281,9 +306,8 @@ def make_sampler() -> Sampler:
 
 def setup_tracing(service: str, settings: Settings) -> TracerProvider:
     name = f"perlinsos-{service}"
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": name, "service.namespace": "perlinsos"}),
-        sampler=make_sampler(),
+    provider = ServiceTracerProvider(
+        Resource.create({"service.name": name, "service.namespace": "perlinsos"})
     )
     exporter: SpanExporter
     if settings.otel_exporter_otlp_endpoint:
@@ -334,13 +358,50 @@ def span_headers(span: Span) -> dict[str, str]:
     return out
 
 
-_W3C = TraceContextTextMapPropagator()
+# The W3C propagator's pattern and rules (`TraceContextTextMapPropagator.extract`), applied
+# here with the pattern compiled once: the propagator passes its compiled pattern through
+# `re.search`, which looks it up in re's cache on every message.
+_TRACEPARENT = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$"
+)
+_NO_TRACE_ID = "0" * 32
+_NO_SPAN_ID = "0" * 16
+_MAX_TRACESTATE = 512  # the propagator's limit: a longer tracestate is ignored
+
+
+def parent_from_headers(headers: Mapping[str, str]) -> SpanContext | None:
+    """The remote span context in W3C `traceparent`/`tracestate` headers, or None when
+    there is none or it is malformed (the W3C propagator's rules)."""
+    header = headers.get("traceparent")
+    if not header:
+        return None
+    match = _TRACEPARENT.search(header)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if trace_id == _NO_TRACE_ID or span_id == _NO_SPAN_ID or version == "ff":
+        return None
+    if version == "00" and rest:
+        return None
+    state_header = headers.get("tracestate")
+    state = None
+    if state_header is not None and len(state_header) <= _MAX_TRACESTATE:
+        state = TraceState.from_header([state_header])
+    return SpanContext(
+        int(trace_id, 16),
+        int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(flags, 16)),
+        trace_state=state,
+    )
 
 
 def context_from_headers(headers: Mapping[str, str]) -> otel_context.Context:
     """The W3C trace context in `headers` (traceparent, tracestate), else an empty one."""
-    carrier = {k: v for k in TRACE_HEADERS if (v := headers.get(k)) is not None}
-    return _W3C.extract(carrier) if carrier else otel_context.Context()
+    parent = parent_from_headers(headers)
+    if parent is None:
+        return otel_context.Context()
+    return trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
 
 
 def headers_of_traceparent(traceparent: str | None) -> dict[str, str]:
@@ -409,3 +470,191 @@ def coalesced_trace_headers(name: str, sources: Iterable[Mapping[str, str]]) -> 
     span = start_linked_span(name, sources)
     span.end()
     return span_headers(span)
+
+
+# --- consumer spans on a short path -----------------------------------------------------
+#
+# Every message a service consumes gets a CONSUMER span (five per enrolment across the
+# services). Made by the SDK's tracer, each one costs a context object for its parent, a
+# sampling call, an attribute store that checks and copies every attribute under a lock,
+# two bounded lists (events, links) with a lock each, a lock to start, a lock to end and a
+# copy of the span for the processors: more than the message's own handling in premium.
+# `ConsumerSpans` makes the same span (same sampler decision, ids, parent, attributes,
+# resource and scope; handed to the same span processors when it ends) with plain values:
+# attributes of plain types are stored as given (others are cleaned as the SDK cleans
+# them). The SDK's attribute limits (`OTEL_SPAN_ATTRIBUTE_*`) are not applied: the
+# consumer sets a fixed dozen of short values.
+
+
+class ServiceTracerProvider(TracerProvider):
+    """The SDK's provider with `make_sampler`'s sampler, holding on to its span processors
+    so that `ConsumerSpans` can hand them the spans it makes."""
+
+    def __init__(self, resource: Resource) -> None:
+        self.processors = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+        super().__init__(
+            resource=resource, sampler=make_sampler(), active_span_processor=self.processors
+        )
+
+
+_PLAIN_VALUES = (str, int, bool, float)
+_UNSET = Status(StatusCode.UNSET)
+
+
+class _LeanSpan(Span, ReadableSpan):
+    """A recording span of plain values that is its own finished record (`ReadableSpan`)
+    once ended (nothing changes it after `end`)."""
+
+    def __init__(
+        self,
+        provider: ServiceTracerProvider,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        scope: InstrumentationScope,
+    ) -> None:
+        self._processors = provider.processors
+        self._name = name
+        self._own = context
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._values = attributes
+        self._attributes = attributes
+        self._events: list[Event] = []
+        self._links: tuple[Link, ...] = ()
+        self._resource = provider.resource
+        self._instrumentation_info = None
+        self._instrumentation_scope = scope
+        self._status = _UNSET
+        self._start_time = time_ns()
+        self._end_time: int | None = None
+
+    def get_span_context(self) -> SpanContext:
+        return self._own
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_time is not None or not key or not isinstance(key, str):
+            return
+        if isinstance(value, _PLAIN_VALUES):
+            self._values[key] = value
+        else:  # sequences and odd types: as the SDK cleans them
+            self._values.update(BoundedAttributes(attributes={key: value}, immutable=False))
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._end_time is None:
+            self._events.append(Event(name, BoundedAttributes(attributes=attributes), timestamp))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if self._end_time is None and context.is_valid:
+            self._links = (*self._links, Link(context, BoundedAttributes(attributes=attributes)))
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return  # OK is final (as in the SDK)
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        kind = type(exception)
+        module = kind.__module__
+        recorded: dict[str, Any] = {
+            "exception.type": f"{module}.{kind.__qualname__}"
+            if module and module != "builtins"
+            else kind.__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        recorded.update(attributes or {})
+        self.add_event("exception", recorded, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            return
+        self._end_time = end_time if end_time is not None else time_ns()
+        self._processors.on_end(self)
+
+
+class ConsumerSpans:
+    """Spans of one instrumentation scope started from stored W3C headers: on the short
+    path in a service whose tracing `setup_tracing` made (a `ServiceTracerProvider`),
+    else by the provider's own tracer (the same spans; e.g. under a test's provider)."""
+
+    def __init__(self, scope: str, provider: trace.TracerProvider | None = None) -> None:
+        self._scope_name = scope
+        self._scope = InstrumentationScope(scope)
+        self._provider = provider  # None: the global one, whenever it is set
+
+    def start(
+        self,
+        name: str,
+        parent_headers: Mapping[str, str],
+        *,
+        kind: SpanKind = SpanKind.CONSUMER,
+        attributes: dict[str, Any],
+    ) -> Span:
+        """A span continuing the trace in `parent_headers`; `attributes` (plain values)
+        become the span's own."""
+        provider = self._provider or trace.get_tracer_provider()
+        if not isinstance(provider, ServiceTracerProvider):
+            return provider.get_tracer(self._scope_name).start_span(
+                name, context=context_from_headers(parent_headers), kind=kind, attributes=attributes
+            )
+        ids = provider.id_generator
+        parent = parent_from_headers(parent_headers)
+        if parent is not None:
+            # `make_sampler` is parent-based: a remote parent's decision is the span's, with
+            # its trace state (what the sampler answers, without the context object it
+            # would have to be asked with)
+            trace_id = parent.trace_id
+            flags = parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+            state: TraceState | None = parent.trace_state
+        else:  # a new trace: the root sampler decides (one in ten, say)
+            trace_id = ids.generate_trace_id()
+            result = provider.sampler.should_sample(
+                otel_context.Context(), trace_id, name, kind, attributes
+            )
+            flags = TraceFlags.DEFAULT
+            if result.decision is Decision.RECORD_AND_SAMPLE:
+                flags = TraceFlags.SAMPLED
+            if ids.is_trace_id_random():
+                flags |= TraceFlags.RANDOM_TRACE_ID
+            state = result.trace_state
+            if len(result.attributes) != len(attributes):  # the sampler added some
+                attributes = {**attributes, **result.attributes}
+        own = SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+            trace_state=state,
+        )
+        if not flags & TraceFlags.SAMPLED:
+            return NonRecordingSpan(own)
+        span = _LeanSpan(provider, name, own, parent, kind, attributes, self._scope)
+        provider.processors.on_start(span, parent_context=None)  # type: ignore[arg-type]
+        return span

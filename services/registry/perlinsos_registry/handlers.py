@@ -123,15 +123,10 @@ async def apply_intake(
 ) -> IntakePlan:
     """Validate, load, plan, write, emit: one batch, in the caller's transaction. With an
     `origin` (always, in the service), a message its agency did not sign is refused."""
+    verified = [True] * len(messages) if origin is None else await origin.verified_all(messages)
     plain = [
-        IntakeMessage(
-            m.id,
-            m.type,
-            m.envelope.source,
-            m.envelope.data,
-            origin_verified=origin is None or origin.verified(m),
-        )
-        for m in messages
+        IntakeMessage(m.id, m.type, m.envelope.source, m.envelope.data, origin_verified=ok)
+        for m, ok in zip(messages, verified, strict=True)
     ]
     reads = read_intake(plain, policy)
     pairs, niks = wanted(reads)

@@ -1,0 +1,143 @@
+"""Consumer spans on the short path (`ConsumerSpans` under a `ServiceTracerProvider`) are
+the spans the SDK's tracer makes: same trace, parent, sampling decision, attributes,
+resource and scope, handed to every span processor of the provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from perlinsos_shared.telemetry import (
+    ConsumerSpans,
+    ServiceTracerProvider,
+    context_from_headers,
+    parent_from_headers,
+    span_headers,
+    span_record,
+)
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+ATTRIBUTES = {
+    "messaging.system": "kafka",
+    "messaging.destination.name": "registry.participants.v1",
+    "messaging.kafka.offset": 12,
+    "perlinsos.participant_id": "p-1",
+}
+
+
+def _provider() -> tuple[ServiceTracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = ServiceTracerProvider(Resource.create({"service.name": "perlinsos-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _comparable(span: ReadableSpan) -> dict[str, Any]:
+    record = span_record(span)
+    assert record is not None
+    for varying in ("span_id", "start_ns", "end_ns"):
+        record.pop(varying)
+    return record
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": PARENT},
+        {"traceparent": PARENT, "tracestate": "vendor=abc,other=1"},
+        {"traceparent": PARENT.replace("-01", "-03")},  # sampled, random trace id
+        {"traceparent": PARENT.replace("-01", "-00")},  # not sampled: nothing exported
+        {},  # no parent: a new trace, the root sampler decides
+        {"traceparent": "00-" + "0" * 32 + "-b7ad6b7169203331-01"},  # invalid: a new trace
+    ],
+)
+def test_short_path_makes_the_sdk_span(headers: dict[str, str]) -> None:
+    provider, exporter = _provider()
+    short = ConsumerSpans("perlinsos.consumer", provider=provider)
+    sdk_tracer = provider.get_tracer("perlinsos.consumer")
+    made = [
+        short.start("t process", headers, attributes=dict(ATTRIBUTES)),
+        sdk_tracer.start_span(
+            "t process",
+            context=context_from_headers(headers),
+            kind=SpanKind.CONSUMER,
+            attributes=dict(ATTRIBUTES),
+        ),
+    ]
+    for span in made:
+        span.set_attribute("perlinsos.batch", "b-1")
+        span.end()
+    lean, sdk = (s.get_span_context() for s in made)
+    assert (lean.trace_flags, lean.trace_state) == (sdk.trace_flags, sdk.trace_state)
+    assert span_headers(made[0]).keys() == span_headers(made[1]).keys()
+    if headers.get("traceparent") == PARENT:
+        assert lean.trace_id == sdk.trace_id == int(PARENT.split("-")[1], 16)
+    finished = exporter.get_finished_spans()
+    if not sdk.trace_flags.sampled:
+        assert finished == () and isinstance(made[0], NonRecordingSpan)
+        return
+    assert len(finished) == 2
+    short_record, sdk_record = (_comparable(s) for s in finished)
+    if parent_from_headers(headers) is None:  # each started a trace of its own
+        assert short_record.pop("trace_id") != sdk_record.pop("trace_id")
+    assert short_record == sdk_record
+
+
+def test_short_path_span_records_status_and_events_and_ignores_changes_after_end() -> None:
+    provider, exporter = _provider()
+    span = ConsumerSpans("c", provider=provider).start("t process", {}, attributes={})
+    span.add_event("exception", {"exception.type": "ValueError"})
+    span.set_status(Status(StatusCode.ERROR, "ValueError"))
+    span.set_attribute("perlinsos.dead_lettered", True)
+    span.set_attribute("list", ["a", 1])  # not a plain value: cleaned as the SDK does
+    span.end()
+    span.set_attribute("late", 1)
+    span.end()  # once only
+    (finished,) = exporter.get_finished_spans()
+    assert finished.status.status_code is StatusCode.ERROR
+    assert [e.name for e in finished.events] == ["exception"]
+    assert dict(finished.attributes or {}) == {"perlinsos.dead_lettered": True, "list": ("a", 1)}
+
+
+def test_without_a_service_provider_the_global_tracer_makes_the_span() -> None:
+    span = ConsumerSpans("c").start("t process", {"traceparent": PARENT}, attributes={})
+    span.end()  # whatever the global provider is (none: a non-recording span)
+    assert span.get_span_context().trace_id in (0, int(PARENT.split("-")[1], 16))
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        PARENT,
+        " " + PARENT + "\t",
+        PARENT.upper(),
+        "ff" + PARENT[2:],
+        "00-" + "0" * 32 + "-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01",
+        PARENT + "-extra",
+        "01" + PARENT[2:] + "-extra",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",
+        "garbage",
+        "",
+    ],
+)
+def test_parent_from_headers_reads_what_the_w3c_propagator_reads(traceparent: str) -> None:
+    headers = {"traceparent": traceparent, "tracestate": "a=1,b=2"}
+    from opentelemetry import trace
+
+    expected = trace.get_current_span(
+        TraceContextTextMapPropagator().extract(headers)
+    ).get_span_context()
+    parent = parent_from_headers(headers)
+    if not expected.is_valid:
+        assert parent is None
+    else:
+        assert parent == expected
+        assert parent.trace_state == expected.trace_state
