@@ -4,12 +4,14 @@ Off unless `PERLINSOS_MEMDIAG_EVERY_S` is set (seconds between reports). Then ev
 often the service appends a report to `<state dir>/memory/<service>-<pid>.txt`: resident
 memory, what glibc's malloc holds in use and free (memory freed but kept shows as much
 free inside the heap), CPython's small-object arenas and the free space inside them,
-and the commonest object types. With `PERLINSOS_MEMDIAG_FRAMES` above 0 (1 by default)
-it also runs `tracemalloc` with that many frames per allocation and adds what traced
-allocations hold, the lines whose allocations grew most since the first report and the
-object types whose counts grew most. Tracing slows a service a lot (under load premium
-stalled past its liveness limit and was restarted) and adds to its memory: for finding
-a leak, not for production; `PERLINSOS_MEMDIAG_FRAMES=0` is cheap.
+the commonest object types, what `gc.collect()` frees (garbage kept only by reference
+cycles), and with `PERLINSOS_MEMDIAG_REFERRERS=<type name>` what holds an object of that
+type, up the chain. With `PERLINSOS_MEMDIAG_FRAMES` above 0 (0 by default) it also runs
+`tracemalloc` with that many frames per allocation and adds what traced allocations
+hold, the lines whose allocations grew most since the first report and the object types
+whose counts grew most. Tracing slows a service a lot (under load premium stalled past
+its liveness limit and was restarted) and adds to its memory: for finding a leak, not
+for production; without it the reports are cheap.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def enabled() -> float | None:
 
 
 def start_tracing() -> None:
-    frames = int(os.environ.get(ENV_FRAMES, "1"))
+    frames = int(os.environ.get(ENV_FRAMES, "0"))
     if enabled() and frames > 0 and not tracemalloc.is_tracing():
         tracemalloc.start(frames)
 
