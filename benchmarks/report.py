@@ -285,6 +285,17 @@ def _details(r: dict[str, Any]) -> list[str]:
             f" {close['close_rolled_s']} s; close again (nothing changes)"
             f" {close['close_again_s']} s.",
         ]
+    timeline = (r.get("startup") or {}).get("last_timeline")
+    if timeline:
+        out += [
+            "",
+            "The last `perlinsos up` step by step (its `logs/startup.log`: seconds since the"
+            " command started):",
+            "",
+            "```",
+            *timeline,
+            "```",
+        ]
     two = r.get("two_instances")
     if two:
         out += [

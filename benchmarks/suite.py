@@ -243,14 +243,19 @@ def startup(times: int) -> dict[str, Any]:
     if times < 1:
         return {}
     runs: list[float] = []
+    timeline = ""
     with tempfile.TemporaryDirectory(prefix="perlinsos-bench-up-") as tmp:
         for _ in range(times):
             runs.append(_up_once(Path(tmp)))
+            # each step of the start (the stack writes it once every service is ready)
+            log_file = Path(tmp) / "logs" / "startup.log"
+            timeline = log_file.read_text() if log_file.exists() else ""
     again = runs[1:]
     return {
         "fresh_s": round(runs[0], 1),
         "again_s": [round(x, 1) for x in again],
         "again_median_s": round(statistics.median(again), 1) if again else None,
+        "last_timeline": timeline.splitlines(),
     }
 
 

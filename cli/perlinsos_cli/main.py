@@ -11,6 +11,7 @@ import time
 from importlib.metadata import version
 
 import asyncpg
+import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -20,7 +21,7 @@ from perlinsos_cli.bpjs.commands import app as bpjs_app
 from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.trace import show as trace_command
-from perlinsos_devruntime.stack import Stack, StackEvent
+from perlinsos_devruntime.stack import Stack, StackEvent, Step
 from perlinsos_eligibility.cli import app as eligibility_app
 from perlinsos_notify.cli import app as notify_app
 from perlinsos_premium.cli import app as premium_app
@@ -134,11 +135,14 @@ def _show_event(event: StackEvent) -> None:
 
 def _start(stack: Stack) -> None:
     t0 = time.monotonic()
+    born = psutil.Process().create_time()
+    stack.timeline.append(Step("perlinsos command: interpreter and imports", born, time.time()))
     with console.status("starting broker, PostgreSQL and the four services..."):
         stack.start()
     write_stack_file(
         stack.settings, stack.bootstrap_servers, stack.logins.reader, stack.logins.services
     )
+    stack.write_timeline(born)  # logs/startup.log: what the start waited for
     console.print(f"[green]ready in {time.monotonic() - t0:.1f}s[/green]")
     _print_stack(stack)
     # From here on a service, the broker or PostgreSQL that exits is started again.

@@ -5,7 +5,9 @@ own process (`python -m perlinsos_<service>`), waits until each answers `/readyz
 `Stack.stop()` stops everything in reverse order, leaving no process or port behind.
 What can overlap does: the service processes start first and import while the broker and
 PostgreSQL start (`warm.py`: their settings follow on stdin), and the topics, the logins
-and the agency keys are made side by side as soon as their server answers.
+and the agency keys are made side by side as soon as their server answers. Each step's
+start and end is kept (`Stack.timeline`); `perlinsos up` writes them, with each service's
+own start-up steps from its log, to `<state>/logs/startup.log`.
 
 `Stack.supervise()` (what `perlinsos up` runs) then keeps it running the way an
 orchestrator would, from a thread of its own:
@@ -32,6 +34,7 @@ Every exit, restart and recovery is a `StackEvent`: kept in `Stack.events`, writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -42,8 +45,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
@@ -71,6 +76,23 @@ LIVENESS_FAILURES = 6  # consecutive failed /livez probes before the process is 
 SUPERVISE_EVERY_S = 0.25
 SERVICE_STOP_GRACE_S = 5.0
 START_TIMEOUT_S = 180.0
+# The embedded broker (Tansu) holds every consumer group join for half the session
+# timeout (in 1 s steps, at least 1 s) so that members starting together join one
+# generation: with the default 6 s each service's first join took 3 s. Against it, unless
+# PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS says otherwise, the services join with this
+# session timeout instead (a join of 1 s). What it also bounds: a member whose event loop
+# stalls longer than this is taken out of its group when another member of the group
+# heartbeats (a rebalance; the inbox drops what is delivered again).
+EMBEDDED_SESSION_TIMEOUT_MS = 2000
+
+
+def for_embedded_broker(settings: Settings) -> Settings:
+    """What the services are given against the embedded broker: no idempotent producer
+    (it does not implement it) and, unless set, `EMBEDDED_SESSION_TIMEOUT_MS`."""
+    update: dict[str, object] = {"kafka_idempotent": False}
+    if "consumer_session_timeout_ms" not in settings.model_fields_set:
+        update["consumer_session_timeout_ms"] = EMBEDDED_SESSION_TIMEOUT_MS
+    return settings.model_copy(update=update)
 
 
 @dataclass
@@ -105,6 +127,18 @@ class StackEvent:
     def line(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.at))
         return f"{stamp} {self.part}: {self.what}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of `Stack.start()`: what, and when it began and ended (epoch seconds)."""
+
+    name: str
+    began: float
+    ended: float
+
+    def line(self, origin: float) -> str:
+        return f"{self.began - origin:7.2f} {self.ended - origin:7.2f}  {self.name}"
 
 
 @dataclass
@@ -162,6 +196,8 @@ class Stack:
     _warm: dict[str, tuple[subprocess.Popen[bytes], IO[bytes]]] = field(
         default_factory=dict, init=False, repr=False
     )
+    # what `start()` did and when (also written to <state>/logs/startup.log)
+    timeline: list[Step] = field(default_factory=list, init=False, repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -226,7 +262,7 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.settings.kafka_bootstrap_servers:
             self.kafka = EmbeddedKafka(self.state_dir, port=self.kafka_port)
-            self.settings = self.settings.model_copy(update={"kafka_idempotent": False})
+            self.settings = for_embedded_broker(self.settings)
         if not self.settings.database_url:
             self.postgres = EmbeddedPostgres(self.state_dir, port=self.pg_port)
         kafka, postgres = self.kafka, self.postgres
@@ -234,16 +270,21 @@ class Stack:
 
         def broker() -> None:
             if kafka is not None:
-                kafka.start()
-            self._create_topics()
+                with self._step("broker"):
+                    kafka.start()
+            with self._step("topics"):
+                self._create_topics()
 
         def database() -> None:
             if postgres is not None:
-                postgres.start()
-            _ = self.logins
+                with self._step("postgres"):
+                    postgres.start()
+            with self._step("logins"):
+                _ = self.logins
 
         def keys() -> None:
-            _ = self.agency_keys
+            with self._step("agency keys"):
+                _ = self.agency_keys
 
         def run(branch: Callable[[], None]) -> None:
             try:
@@ -259,6 +300,26 @@ class Stack:
         if errors:
             self.stop()
             raise errors[0]
+
+    @contextlib.contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        began = time.time()
+        try:
+            yield
+        finally:
+            self.timeline.append(Step(name, began, time.time()))
+
+    def write_timeline(self, origin: float) -> list[Step]:
+        """`<state>/logs/startup.log`: each step of the start and of each service's own
+        start-up (from its log), seconds since `origin`; returns them in order."""
+        steps = sorted(
+            [*self.timeline, *(s for svc in self.services for s in _service_steps(svc, origin))],
+            key=lambda s: (s.began, s.ended),
+        )
+        path = self.state_dir / "logs" / "startup.log"
+        lines = [step.line(origin) for step in steps]
+        path.write_text("  began   ended  step\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        return steps
 
     def _create_topics(self) -> None:
         topic_settings = self.settings.model_copy(
@@ -315,18 +376,26 @@ class Stack:
         return port
 
     def wait_ready(self, services: list[ServiceProcess], timeout: float = START_TIMEOUT_S) -> None:
+        """Until every one of `services` answers `/readyz` (all asked each round)."""
         deadline = time.monotonic() + timeout
-        for svc in services:
-            while not _ready(svc.health_url):
-                if svc.process.poll() is not None:
+        began = time.time()
+        waiting = list(services)
+        while waiting:
+            for svc in list(waiting):
+                if _ready(svc.health_url):
+                    svc.ready = True
+                    waiting.remove(svc)
+                    self.timeline.append(Step(f"{svc.name} ready", began, time.time()))
+                elif svc.process.poll() is not None:
                     tail = svc.log_path.read_text(errors="replace")[-3000:]
                     self.stop()
                     raise RuntimeError(f"{svc.name} exited while starting:\n{tail}")
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(f"{svc.name} not ready after {timeout:.0f}s")
-                time.sleep(0.1)
-            svc.ready = True
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{waiting[0].name} not ready after {timeout:.0f}s")
+            time.sleep(0.05)
 
     def start(self) -> None:
         """Everything, in parallel where it can be: the service processes start first and
@@ -334,9 +403,10 @@ class Stack:
         their settings once those answer."""
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name in SERVICES:
-            log_file = (logs / f"{name}.log").open("ab")
-            self._warm[name] = (_spawn_warm(name, log_file), log_file)
+        with self._step("service processes spawned"):
+            for name in SERVICES:
+                log_file = (logs / f"{name}.log").open("ab")
+                self._warm[name] = (_spawn_warm(name, log_file), log_file)
         try:
             self.start_infrastructure()
             # generous: a service on a loaded 2-core machine can take a minute to import
@@ -594,6 +664,36 @@ class Stack:
             "restarted",
             f"restart #{svc.restarts}, pid {svc.process.pid}" + (f", {why}" if why else ""),
         )
+
+
+def _service_steps(svc: ServiceProcess, since: float) -> list[Step]:
+    """A service's start-up steps from its log ("starting: X" lines up to "service
+    ready"), each ending where the next begins; lines before `since` are ignored."""
+    marks: list[tuple[float, str]] = []
+    try:
+        text = svc.log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    for raw in text.splitlines():
+        if not raw.startswith("{"):
+            continue
+        try:
+            line = json.loads(raw)
+            at = datetime.fromisoformat(line["time"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        message = str(line.get("message", ""))
+        if at < since:
+            continue
+        if message.startswith("starting: "):
+            marks.append((at, message.removeprefix("starting: ")))
+        elif message == "service ready":
+            marks.append((at, ""))
+    return [
+        Step(f"{svc.name}: {what}", at, next_at)
+        for (at, what), (next_at, _) in pairwise(marks)
+        if what
+    ]
 
 
 def _spawn_service(name: str, env: dict[str, str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:

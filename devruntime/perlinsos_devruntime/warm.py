@@ -14,15 +14,18 @@ import json
 import os
 import runpy
 import sys
+from datetime import UTC, datetime
 
 # Imported ahead, then the service's own `app` module: none reads a setting the stack
 # hands over (broker, database, state directory, ports) at import; what they read at
 # import (premium's roll interval) comes from the environment `up` itself was given.
 PRELOAD = (
     "aiokafka",
+    "anyio._backends._asyncio",  # FastStream's task group, made when the app runs
     "asyncpg",
     "faststream.kafka",
     "httpx",
+    "opentelemetry.instrumentation.asyncpg",  # instrument_clients, at set-up
     "opentelemetry.sdk.metrics",
     "opentelemetry.sdk.trace",
     "pydantic_settings",
@@ -31,13 +34,23 @@ PRELOAD = (
 )
 
 
+def _mark(step: str) -> None:
+    """A start-up step in the service's log, as the service's own lines say them (the
+    stack's start-up timeline reads them)."""
+    at = datetime.now(UTC).isoformat()
+    print(json.dumps({"time": at, "message": f"starting: {step}"}), flush=True)
+
+
 def main() -> None:
     name = sys.argv[1]
+    _mark("imports")
     for module in (*PRELOAD, f"perlinsos_{name}.app"):
         importlib.import_module(module)
+    _mark("waiting for its settings")
     line = sys.stdin.readline()
     if not line.strip():
         return
+    _mark("set-up")
     os.environ.update(json.loads(line))
     sys.argv = [f"perlinsos_{name}"]
     runpy.run_module(f"perlinsos_{name}", run_name="__main__", alter_sys=True)

@@ -104,6 +104,9 @@ _RETURNING = (
 # checked one by one until the limit, so a claim costs its batch, not the whole backlog;
 # as an anti-join, on statistics not yet updated after a burst, every pending row was
 # joined and sorted on every claim.
+# The rows claimed are then updated by primary key (`= ANY(ARRAY(...))`): as a join
+# (`FROM due`), a generic plan, which cannot know `$2`, expects a tenth of the backlog
+# and joins it by reading the whole table (at 500,000 rows: 460 ms instead of 30).
 CLAIM_SQL = (
     "WITH due AS (SELECT message_id FROM messages m"
     " WHERE status = 'pending' AND next_attempt_at <= now()"
@@ -113,7 +116,8 @@ CLAIM_SQL = (
     " UPDATE messages m SET status = 'sending', claimed_by = $1,"
     " attempt_token = gen_random_uuid(), claimed_at = now(), lease_from = NULL,"
     " first_claimed_at = coalesce(m.first_claimed_at, now()), attempts = m.attempts + 1,"
-    " updated_at = now() FROM due WHERE m.message_id = due.message_id" + _RETURNING
+    " updated_at = now()"
+    " WHERE m.message_id = ANY(ARRAY(SELECT message_id FROM due))" + _RETURNING
 )
 
 # Rows in `sending` nobody is working on, taken over to be checked with the provider:
@@ -123,6 +127,8 @@ CLAIM_SQL = (
 #   or hand-over);
 # - a live owner that handed the message over longer than the lease ago ($4) and never
 #   recorded an answer. A live owner's claim still in its queue is left alone.
+# `sending` rows are read through their own index (`messages_sending`): a batch in flight,
+# not the whole backlog of due messages. Updated by primary key, as the claim.
 ORPHANS_SQL = (
     "WITH live AS MATERIALIZED (SELECT objid FROM pg_locks"
     " WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $3::int::oid),"
@@ -136,7 +142,7 @@ ORPHANS_SQL = (
     " UPDATE messages m SET claimed_by = $1, attempt_token = gen_random_uuid(),"
     " claimed_at = now(), lease_from = now(),"
     " unconfirmed_since = coalesce(m.unconfirmed_since, now()), updated_at = now()"
-    " FROM orphan WHERE m.message_id = orphan.message_id" + _RETURNING
+    " WHERE m.message_id = ANY(ARRAY(SELECT message_id FROM orphan))" + _RETURNING
 )
 
 

@@ -76,6 +76,7 @@ class LineMonth:
     period: str
     amount_idr: int
     paid_idr: int
+    participants: int = 0  # billed that month (each person once per line-month)
 
     @property
     def outstanding_idr(self) -> int:

@@ -210,24 +210,31 @@ async def roll_period(conn: asyncpg.Connection, period: str) -> int:
     A cover bills the month when it starts on or before the month's last day and has not
     ended before its first day (an end before the start bills nothing); where covers
     overlap the latest start's line bills, once. Rows already there stay as they are.
+
+    Each line's rates are paired first (`rate`, a few rows), then joined to the covers:
+    joined to the covers one rate row at a time, the planner (which has no statistics of
+    the small rates table) read and sorted every cover once per line, three times.
     """
     start = first_day(period)
     end = first_day(next_period(period))
     status = await conn.fetchval(
         """
-        WITH active AS (
+        WITH rate AS MATERIALIZED (
+            SELECT k.funding_line, k.amount_idr AS jkk, m.amount_idr AS jkm
+            FROM rates k
+            JOIN rates m ON m.funding_line = k.funding_line AND m.component = 'JKM'
+             AND m.valid_from <= $2 AND (m.valid_to IS NULL OR m.valid_to >= $2)
+            WHERE k.component = 'JKK'
+              AND k.valid_from <= $2 AND (k.valid_to IS NULL OR k.valid_to >= $2)
+        ), active AS (
             SELECT DISTINCT ON (c.participant_id) c.participant_id, c.funding_line
             FROM covers c
             WHERE c.cover_start < $3
               AND (c.cover_end IS NULL OR (c.cover_end >= $2 AND c.cover_end >= c.cover_start))
             ORDER BY c.participant_id, c.cover_start DESC
         ), priced AS (
-            SELECT a.participant_id, a.funding_line, k.amount_idr AS jkk, m.amount_idr AS jkm
-            FROM active a
-            JOIN rates k ON k.funding_line = a.funding_line AND k.component = 'JKK'
-             AND k.valid_from <= $2 AND (k.valid_to IS NULL OR k.valid_to >= $2)
-            JOIN rates m ON m.funding_line = a.funding_line AND m.component = 'JKM'
-             AND m.valid_from <= $2 AND (m.valid_to IS NULL OR m.valid_to >= $2)
+            SELECT a.participant_id, a.funding_line, r.jkk, r.jkm
+            FROM active a JOIN rate r ON r.funding_line = a.funding_line
         ), ins AS (
             INSERT INTO ledger (participant_id, period, funding_line, jkk_idr, jkm_idr)
             SELECT participant_id, $1, funding_line, jkk, jkm FROM priced

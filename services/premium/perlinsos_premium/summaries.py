@@ -53,21 +53,32 @@ async def line_months(conn: asyncpg.Connection | asyncpg.Pool) -> list[LineMonth
     """Every line-month with what is owed and what was paid."""
     rows = await conn.fetch(
         "SELECT s.funding_line, s.period, s.jkk_idr + s.jkm_idr + s.adjustments_idr AS amount,"
-        " coalesce(p.paid, 0) AS paid FROM summaries s LEFT JOIN (SELECT funding_line, period,"
-        " sum(amount_idr) AS paid FROM payments GROUP BY 1, 2) p USING (funding_line, period)"
-        " ORDER BY 1, 2"
+        " coalesce(p.paid, 0) AS paid, s.participants FROM summaries s LEFT JOIN (SELECT"
+        " funding_line, period, sum(amount_idr) AS paid FROM payments GROUP BY 1, 2) p"
+        " USING (funding_line, period) ORDER BY 1, 2"
     )
     return [
-        LineMonth(r["funding_line"], r["period"], int(r["amount"]), int(r["paid"])) for r in rows
+        LineMonth(
+            r["funding_line"], r["period"], int(r["amount"]), int(r["paid"]), r["participants"]
+        )
+        for r in rows
     ]
 
 
 async def arrears_now(
     conn: asyncpg.Connection | asyncpg.Pool, today: date
 ) -> tuple[list[LineMonth], dict[str, LineArrearsState]]:
+    """Every line-month, and each line's arrears. People at risk: those billed in a line's
+    missed months. One missed month: its participants (the running total, one ledger row
+    per person); several: counted in the ledger, each person once (at 1,000,000 people a
+    month, a second or more)."""
     months = await line_months(conn)
     arrears = line_arrears(months, today, await load_terms(conn))
-    missed = [(line, p) for line, s in arrears.items() for p in s.overdue]
+    billed = {(m.funding_line, m.period): m.participants for m in months}
+    for line, state in arrears.items():
+        if len(state.overdue) == 1:
+            state.people_at_risk = billed.get((line, next(iter(state.overdue))), 0)
+    missed = [(line, p) for line, s in arrears.items() if len(s.overdue) > 1 for p in s.overdue]
     if missed:
         rows = await conn.fetch(
             "SELECT l.funding_line, count(DISTINCT l.participant_id) AS n FROM ledger l"

@@ -302,6 +302,32 @@ async def test_a_missed_due_date_is_announced_once_with_people_at_risk(
     assert (summary.people_at_risk, summary.lapses_on) == (3, date(2025, 12, 16))
 
 
+async def test_people_at_risk_are_each_counted_once_across_missed_months(
+    pool: asyncpg.Pool,
+) -> None:
+    """One missed month: the people billed that month; two: everyone billed in either,
+    once (three in October, one of them gone and two more in November: five people)."""
+    await pool.execute(
+        "INSERT INTO covers SELECT p, $2, DATE '2025-10-01', e FROM unnest($1::text[], $3::date[])"
+        " AS t(p, e)",
+        ["r-1", "r-2", "r-3"],
+        L30,
+        [None, None, date(2025, 10, 31)],
+    )
+    await pool.execute(
+        "INSERT INTO covers SELECT p, $2, DATE '2025-11-01', NULL FROM unnest($1::text[]) p",
+        ["r-4", "r-5"],
+        L30,
+    )
+    for period in ("2025-10", "2025-11"):
+        async with pool.acquire() as conn, conn.transaction():
+            await roll_period(conn, period)
+    _, october = await arrears_now(pool, date(2025, 10, 16))
+    assert (october[L30].months_unpaid, october[L30].people_at_risk) == (1, 3)
+    _, both = await arrears_now(pool, date(2025, 11, 18))
+    assert (both[L30].months_unpaid, both[L30].people_at_risk) == (2, 5)
+
+
 async def test_holders_above_a_fallen_quota_are_reported_with_their_cost(
     pool: asyncpg.Pool,
 ) -> None:
