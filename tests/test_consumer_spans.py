@@ -106,6 +106,14 @@ def test_short_path_span_records_status_and_events_and_ignores_changes_after_end
     assert dict(finished.attributes or {}) == {"perlinsos.dead_lettered": True, "list": ("a", 1)}
 
 
+def test_sdk_disabled_makes_no_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    provider, exporter = _provider()
+    span = ConsumerSpans("c", provider=provider).start("t", {"traceparent": PARENT}, attributes={})
+    span.end()
+    assert not span.is_recording() and exporter.get_finished_spans() == ()
+
+
 def test_without_a_service_provider_the_global_tracer_makes_the_span() -> None:
     span = ConsumerSpans("c").start("t process", {"traceparent": PARENT}, attributes={})
     span.end()  # whatever the global provider is (none: a non-recording span)

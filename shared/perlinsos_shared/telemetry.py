@@ -31,6 +31,7 @@ import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
     Event,
@@ -495,6 +496,8 @@ class ServiceTracerProvider(TracerProvider):
         super().__init__(
             resource=resource, sampler=make_sampler(), active_span_processor=self.processors
         )
+        # `OTEL_SDK_DISABLED=true`: the provider's tracers make no spans; nor does the short path
+        self.enabled = os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() != "true"
 
 
 _PLAIN_VALUES = (str, int, bool, float)
@@ -620,7 +623,7 @@ class ConsumerSpans:
         """A span continuing the trace in `parent_headers`; `attributes` (plain values)
         become the span's own."""
         provider = self._provider or trace.get_tracer_provider()
-        if not isinstance(provider, ServiceTracerProvider):
+        if not isinstance(provider, ServiceTracerProvider) or not provider.enabled:
             return provider.get_tracer(self._scope_name).start_span(
                 name, context=context_from_headers(parent_headers), kind=kind, attributes=attributes
             )
