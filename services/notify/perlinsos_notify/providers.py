@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
+import certifi
 
 from perlinsos_notify.delivery import Accepted, Refused, SendResult, Unknown
 from perlinsos_shared.clock import now_local
@@ -178,7 +180,10 @@ class TwilioProvider:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, limit_per_host=self._max_connections
+                    limit=self._max_connections,
+                    limit_per_host=self._max_connections,
+                    # the CA bundle httpx used (certifi), not whatever the image has
+                    ssl=ssl.create_default_context(cafile=certifi.where()),
                 ),
                 # as before with httpx: each phase bounded, not the whole request (send
                 # bounds that). `connect` covers waiting for a pooled connection too: the
