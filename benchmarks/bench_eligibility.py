@@ -79,9 +79,7 @@ async def _through_service(stack: Stack, events: list[ParticipantEnrolled]) -> d
         await asyncio.gather(*pending)
         while True:
             decided = await conn.fetchval("SELECT count(*) FROM decisions")
-            unpublished = await conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-            )
+            unpublished = await conn.fetchval("SELECT count(*) FROM outbox_pending")
             if decided >= len(events) and unpublished == 0:
                 break
             await asyncio.sleep(0.05)

@@ -44,9 +44,7 @@ async def _through_registry(stack: Stack, subs: list[Any]) -> dict[str, float]:
         published = time.perf_counter() - started
         while True:
             seen = await conn.fetchval("SELECT count(*) FROM inbox")
-            unpublished = await conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-            )
+            unpublished = await conn.fetchval("SELECT count(*) FROM outbox_pending")
             if seen >= len(subs) and unpublished == 0:
                 break
             await asyncio.sleep(0.05)

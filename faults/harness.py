@@ -36,7 +36,6 @@ from perlinsos_devruntime.stack import Stack
 from perlinsos_devruntime.tcpproxy import TcpProxy
 from perlinsos_shared import intake_client
 from perlinsos_shared.db_roles import SERVICES
-from perlinsos_shared.outbox import UNSENT
 from perlinsos_shared.settings import Settings
 
 log = logging.getLogger("perlinsos.faults")
@@ -238,7 +237,7 @@ async def _pending(run: FaultRun) -> tuple[int, int]:
     async def count(conn: asyncpg.Connection) -> tuple[int, int]:
         backlog = 0
         for service in SERVICES:
-            backlog += await conn.fetchval(f"SELECT count(*) FROM {service}.outbox WHERE {UNSENT}")
+            backlog += await conn.fetchval(f"SELECT count(*) FROM {service}.outbox_pending")
         sms = await conn.fetchval(
             "SELECT count(*) FROM notify.messages WHERE status NOT IN ('accepted', 'failed',"
             " 'undeliverable')"

@@ -151,9 +151,7 @@ async def _nothing_more_to_happen(stack: Stack, url: str) -> None:
         try:
             unpublished = 0
             for service in ("registry", "eligibility", "premium", "notify"):
-                unpublished += await conn.fetchval(
-                    f"SELECT count(*) FROM {service}.outbox WHERE published_at IS NULL"
-                )
+                unpublished += await conn.fetchval(f"SELECT count(*) FROM {service}.outbox_pending")
         finally:
             await conn.close()
         if unpublished == 0 and await _topic_sizes(stack) == sizes:

@@ -37,7 +37,8 @@ async def _write(url: str, rows: list[tuple[str, bytes]]) -> None:
     conn = await asyncpg.connect(url, server_settings={"search_path": SERVICE})
     try:
         await conn.executemany(
-            "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, '{}')",
+            "WITH o AS (INSERT INTO outbox (topic, key, value, headers)"
+            " VALUES ($1, $2, $3, '{}') RETURNING id) INSERT INTO outbox_pending SELECT id FROM o",
             [(PARTICIPANTS.name, key, value) for key, value in rows],
         )
     finally:
@@ -100,7 +101,8 @@ async def test_a_refused_row_is_marked_and_the_rows_behind_it_go_out(
     [refused] = await refused_rows(pool)
     assert refused["bytes"] > BIG
     assert refused["refusal"].startswith("MessageSizeTooLargeError")
-    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL") == 39
+    assert await pool.fetchval("SELECT count(*) FROM outbox_pending") == 0
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE refused_at IS NULL") == 39
 
     # the operator raises the limit and queues it again: the broker takes it
     assert await retry_refused(pool) == 1
@@ -113,7 +115,7 @@ async def test_a_refused_row_is_marked_and_the_rows_behind_it_go_out(
     finally:
         await bigger.stop()
     assert await refused_rows(pool) == []
-    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+    assert await pool.fetchval("SELECT count(*) FROM outbox_pending") == 0
 
 
 async def test_a_record_batch_refused_for_one_row_costs_only_that_row(

@@ -35,8 +35,8 @@ from perlinsos_shared.operator import (
     replay_outboxes,
     writer_url,
 )
-from perlinsos_shared.outbox import UNSENT, refused_rows, retry_refused
 from perlinsos_shared.outbox import held as outbox_held
+from perlinsos_shared.outbox import refused_rows, retry_refused
 
 Service = StrEnum("Service", {name: name for name in SERVICES})  # type: ignore[misc]
 
@@ -50,7 +50,7 @@ async def _status(url: str) -> list[tuple[str, int, int, int, str, bool]]:
         pool = await open_operator_pool(service, url, size=1)
         try:
             row = await pool.fetchrow(
-                f"SELECT count(*) AS total, count(*) FILTER (WHERE {UNSENT}) AS pending,"
+                "SELECT count(*) AS total, (SELECT count(*) FROM outbox_pending) AS pending,"
                 " count(*) FILTER (WHERE refused_at IS NOT NULL) AS refused,"
                 " coalesce(max(created_at)::text, '-') AS newest FROM outbox"
             )

@@ -23,7 +23,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from perlinsos_shared.envelope import encode, make_event
 from perlinsos_shared.events import ParticipantBpjsAnswered
-from perlinsos_shared.outbox import UNSENT
 
 
 async def publish_sentinels(
@@ -75,7 +74,7 @@ async def until_settled(
             "SELECT count(*) FROM inbox WHERE event_id = ANY($1::text[])", sentinel_ids
         )
         pending = await pool.fetchval(also) if also else 0
-        left = await pool.fetchval(f"SELECT count(*) FROM outbox WHERE {UNSENT}")
+        left = await pool.fetchval("SELECT count(*) FROM outbox_pending")
         if applied == len(sentinel_ids) and pending == 0 and left == 0:
             return
         if time.monotonic() > deadline:

@@ -5,6 +5,12 @@ same transaction (one round trip). The relay publishes unpublished rows in id or
 (commit order per key: one participant's rows are serialised by that participant's row
 locks), with the trace context stored beside each row, and marks them published.
 
+An outbox row is written once and never changed by publishing it: the ids still to
+publish wait in `outbox_pending` (a narrow table of ids, written by `flush` with the
+rows), and the relay deletes them there once published. Marking the wide row itself
+(`published_at`, until migration 0005) wrote every event a second time: a new version
+of a 1-2 KB row in the table and in the WAL, and a dead one for vacuum.
+
 Only one relay per service publishes at a time: it holds a session advisory lock, and it
 does all its reading and writing on the connection that holds the lock. A lock lives and
 dies with its connection, so when that connection is lost (PostgreSQL restarted, the
@@ -13,16 +19,17 @@ the relay starts again by waiting for the lock on a fresh connection from the po
 pool survives a PostgreSQL restart; a single connection does not).
 
 Refilling a broker that lost its topics (`replay`): rows are marked unpublished again
-and the relay publishes them, oldest first, before anything newer (id order). A relay
-batch in flight holds its rows (`FOR UPDATE`) so a replay waits for it and then marks
-those rows too. While the broker is being rebuilt, `hold` stops every relay of the
+and the relay publishes them, oldest first, before anything newer (id order): their ids
+go back into `outbox_pending`. A relay batch in flight holds its ids (`FOR UPDATE`) and
+the batch lock, so a replay waits for it and then marks those rows too. While the broker is being rebuilt, `hold` stops every relay of the
 service from publishing, so that no row written meanwhile reaches the empty broker
 before the older rows it depends on (an exit before its enrolment); `replay` lifts it.
 
 A row the broker (or the producer) refuses for itself, deterministically (a record
 larger than it accepts), would otherwise fail its batch forever and stop every row behind
 it. When a batch fails only with such refusals, each refused row is sent again alone;
-one refused again is marked refused (`refused_at`, `refusal`: the error, no content),
+one refused again is marked refused (`refused_at`, `refusal`: the error, no content; its
+id leaves `outbox_pending`),
 counted in `perlinsos.outbox.refused`, logged, and skipped; every other row of the batch
 is published as usual. Any other error (broker away, timeouts, authorisation) fails the
 batch as before and it is retried whole. Later rows of the refused row's key are
@@ -94,8 +101,9 @@ class Outbox:
         if not self.topics:
             return
         await conn.execute(
-            "INSERT INTO outbox (topic, key, value, headers) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[])",
+            "WITH o AS (INSERT INTO outbox (topic, key, value, headers)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[])"
+            " RETURNING id) INSERT INTO outbox_pending (id) SELECT id FROM o",
             self.topics,
             self.keys,
             self.values,
@@ -126,7 +134,7 @@ class OutboxRelay:
         self._wake.set()
 
     async def backlog(self) -> int:
-        value = await self._pool.fetchval(f"SELECT count(*) FROM outbox WHERE {UNSENT}")
+        value = await self._pool.fetchval("SELECT count(*) FROM outbox_pending")
         return int(value or 0)
 
     async def run(self) -> None:
@@ -164,9 +172,9 @@ class OutboxRelay:
     async def backlog_and_age(self) -> tuple[int, float]:
         """Unpublished rows and the age in seconds of the oldest (0 when none)."""
         row = await self._pool.fetchrow(
-            f"SELECT (SELECT count(*) FROM outbox WHERE {UNSENT}) AS n,"
+            "SELECT (SELECT count(*) FROM outbox_pending) AS n,"
             " coalesce((SELECT extract(epoch FROM now() - created_at) FROM outbox"
-            f" WHERE {UNSENT} ORDER BY id LIMIT 1), 0) AS age"
+            " WHERE id = (SELECT min(id) FROM outbox_pending)), 0) AS age"
         )
         if row is None:
             return 0, 0.0
@@ -186,7 +194,7 @@ class OutboxRelay:
         if not await conn.fetchval(_PENDING):
             return 0
         async with conn.transaction():
-            await conn.execute(_BATCH_LOCK_SHARED, self._service)
+            await conn.execute(_RELAY_BATCH_BEGIN, self._service)
             rows = await conn.fetch(_NEXT_BATCH, self._batch_size)
             if not rows:
                 return 0
@@ -198,9 +206,9 @@ class OutboxRelay:
                     sorted(refused.items()),
                 )
             sent = [r for r in rows if r["id"] not in refused]
+            # published or refused: no longer pending either way
             await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in sent],
+                "DELETE FROM outbox_pending WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
             )
         self.published += len(sent)
         metrics = platform()
@@ -270,18 +278,27 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
     return future
 
 
-# rows still to publish: neither published nor refused by the broker
-UNSENT = "published_at IS NULL AND refused_at IS NULL"
-_PENDING = (
-    f"SELECT EXISTS (SELECT 1 FROM outbox WHERE {UNSENT})"
-    " AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
-)
+# rows still to publish (neither published nor refused by the broker): their ids are in
+# `outbox_pending`
+_PENDING = "SELECT EXISTS (SELECT 1 FROM outbox_pending) AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
+# the ids are locked (the narrow rows), not the outbox rows: nothing is written to those
 _NEXT_BATCH = (
-    "SELECT id, topic, key, value, headers FROM outbox"
-    f" WHERE {UNSENT} AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
-    " ORDER BY id LIMIT $1 FOR UPDATE"
+    "SELECT o.id, o.topic, o.key, o.value, o.headers"
+    " FROM outbox_pending p JOIN outbox o ON o.id = p.id"
+    " WHERE NOT EXISTS (SELECT 1 FROM outbox_hold)"
+    " ORDER BY p.id LIMIT $1 FOR UPDATE OF p"
 )
-_BATCH_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtext('relay-batch:' || $1))"
+# A relay batch commits without waiting for its WAL to reach disk (`synchronous_commit`
+# off for this transaction only): all it writes is which ids were published (or refused).
+# If PostgreSQL crashes before that WAL is flushed, those ids are pending again and are
+# published again: a duplicate, which every consumer drops by its inbox, never a loss
+# (nothing the batch read was deleted or changed). Transactions that write state, inbox and
+# outbox keep waiting for the disk: losing one of those after Kafka offsets were committed
+# would lose the event.
+_RELAY_BATCH_BEGIN = (
+    "SELECT pg_advisory_xact_lock_shared(hashtext('relay-batch:' || $1)),"
+    " set_config('synchronous_commit', 'off', true)"
+)
 _BATCH_LOCK = "SELECT pg_advisory_xact_lock(hashtext('relay-batch:' || $1))"
 
 
@@ -315,16 +332,13 @@ async def replay(pool: asyncpg.Pool, service: str, since: Any = None) -> int:
     and is marked unpublished too."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(_BATCH_LOCK, service)
-        if since is None:
-            status = await conn.execute(
-                "UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL"
-            )
-        else:
-            status = await conn.execute(
-                "UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL "
-                "AND created_at >= $1",
-                since,
-            )
+        # published: neither pending nor refused
+        status = await conn.execute(
+            "INSERT INTO outbox_pending (id) SELECT id FROM outbox"
+            " WHERE refused_at IS NULL AND ($1::timestamptz IS NULL OR created_at >= $1)"
+            " ON CONFLICT DO NOTHING",
+            since,
+        )
         await conn.execute("DELETE FROM outbox_hold")
     return int(status.split()[-1])
 
@@ -342,8 +356,9 @@ async def refused_rows(pool: asyncpg.Pool, limit: int = 100) -> list[asyncpg.Rec
 async def retry_refused(pool: asyncpg.Pool, ids: list[int] | None = None) -> int:
     """Queue refused rows (these, or all) for publication again; how many."""
     status = await pool.execute(
-        "UPDATE outbox SET refused_at = NULL, refusal = NULL WHERE refused_at IS NOT NULL"
-        " AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))",
+        "WITH q AS (UPDATE outbox SET refused_at = NULL, refusal = NULL"
+        " WHERE refused_at IS NOT NULL AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))"
+        " RETURNING id) INSERT INTO outbox_pending (id) SELECT id FROM q ON CONFLICT DO NOTHING",
         ids,
     )
     return int(status.split()[-1])

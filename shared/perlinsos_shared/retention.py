@@ -3,9 +3,9 @@
 The window (`PERLINSOS_RETENTION_DAYS`, default 30) is what the outbox and inbox are
 for: `perlinsos outbox replay` refills a broker that lost its topics from the outbox rows
 still kept, and consumers drop a replayed event because its id is still in their inbox.
-An event leaves a producer's outbox `window` after it was published and a consumer's
-inbox `window` after it was received (later), so every event a replay can send again is
-still known to its consumers. The personal data outbox rows carry (NIK, names, phones in
+An event leaves a producer's outbox `window` after it was written (published rows keep
+no time of publication: migration 0005) and a consumer's inbox `window` after it was
+received (later), so every event a replay can send again is still known to its consumers. The personal data outbox rows carry (NIK, names, phones in
 enrolments and decisions) goes with them. Rows not published yet are never deleted.
 
 Deletes go in small batches (short transactions; no long lock on a busy table), once an
@@ -43,12 +43,14 @@ async def _in_batches(pool: asyncpg.Pool, sql: str, days: float) -> int:
 
 
 async def prune(pool: asyncpg.Pool, days: float) -> Pruned:
-    """Delete outbox rows published more than `days` ago and inbox ids received more than
+    """Delete published outbox rows written more than `days` ago and inbox ids received more than
     `days` ago; how many of each."""
     outbox = await _in_batches(
         pool,
-        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL"
-        " AND published_at < now() - make_interval(secs => $1::float8 * 86400) ORDER BY id LIMIT $2)",
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox o"
+        " WHERE created_at < now() - make_interval(secs => $1::float8 * 86400)"
+        " AND refused_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id)"
+        " ORDER BY id LIMIT $2)",
         days,
     )
     inbox = await _in_batches(

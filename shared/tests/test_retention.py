@@ -29,17 +29,18 @@ async def test_old_published_rows_and_inbox_ids_go_the_rest_stays(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(retention, "BATCH", 7)  # several batches
-    # outbox: 20 published 31 days ago (with personal data), 5 published 29 days ago,
-    # 3 written 40 days ago and never published
+    # outbox: 20 written 31 days ago and published (with personal data), 5 written 29
+    # days ago and published, 3 written 40 days ago and never published (still pending)
     await pool.execute(
-        "INSERT INTO outbox (topic, key, value, created_at, published_at)"
-        " SELECT 't', 'k', '{\"nik\": \"2171015509900001\"}'::bytea, now() - d, now() - d"
+        "INSERT INTO outbox (topic, key, value, created_at)"
+        " SELECT 't', 'k', '{\"nik\": \"2171015509900001\"}'::bytea, now() - d"
         " FROM unnest(array_fill(interval '31 days', ARRAY[20])"
         " || array_fill(interval '29 days', ARRAY[5])) AS d"
     )
     await pool.execute(
-        "INSERT INTO outbox (topic, key, value, created_at) SELECT 't', 'k', 'x'::bytea,"
-        " now() - interval '40 days' FROM generate_series(1, 3)"
+        "WITH o AS (INSERT INTO outbox (topic, key, value, created_at) SELECT 't', 'k',"
+        " 'x'::bytea, now() - interval '40 days' FROM generate_series(1, 3) RETURNING id)"
+        " INSERT INTO outbox_pending (id) SELECT id FROM o"
     )
     await pool.execute(
         "INSERT INTO inbox (source, event_id, topic, received_at) SELECT 's', 'old-' || i, 't',"
@@ -54,7 +55,8 @@ async def test_old_published_rows_and_inbox_ids_go_the_rest_stays(
 
     assert pruned == retention.Pruned(outbox=20, inbox=15)
     left = await pool.fetch(
-        "SELECT published_at IS NULL AS unpublished, count(*) AS n FROM outbox GROUP BY 1"
+        "SELECT id IN (SELECT id FROM outbox_pending) AS unpublished, count(*) AS n"
+        " FROM outbox GROUP BY 1"
     )
     assert {r["unpublished"]: r["n"] for r in left} == {False: 5, True: 3}
     assert await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id LIKE 'new-%'") == 4

@@ -150,9 +150,7 @@ class IntakeClient:
             while True:
                 try:
                     seen = await conn.fetchval("SELECT count(*) FROM inbox")
-                    unpublished = await conn.fetchval(
-                        "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-                    )
+                    unpublished = await conn.fetchval("SELECT count(*) FROM outbox_pending")
                     dlq = await conn.fetchval(
                         "SELECT count(*) FROM outbox WHERE topic = $1", INTAKE.dlq
                     )
