@@ -58,16 +58,17 @@ def _comparable(span: ReadableSpan) -> dict[str, Any]:
         {"traceparent": "00-" + "0" * 32 + "-b7ad6b7169203331-01"},  # invalid: a new trace
     ],
 )
-def test_short_path_makes_the_sdk_span(headers: dict[str, str]) -> None:
+@pytest.mark.parametrize("kind", [SpanKind.CONSUMER, SpanKind.CLIENT])  # CLIENT: `sms send`
+def test_short_path_makes_the_sdk_span(headers: dict[str, str], kind: SpanKind) -> None:
     provider, exporter = _provider()
     short = ConsumerSpans("perlinsos.consumer", provider=provider)
     sdk_tracer = provider.get_tracer("perlinsos.consumer")
     made = [
-        short.start("t process", headers, attributes=dict(ATTRIBUTES)),
+        short.start("t process", headers, kind=kind, attributes=dict(ATTRIBUTES)),
         sdk_tracer.start_span(
             "t process",
             context=context_from_headers(headers),
-            kind=SpanKind.CONSUMER,
+            kind=kind,
             attributes=dict(ATTRIBUTES),
         ),
     ]

@@ -209,8 +209,12 @@ def name_word(full_name: str, names: Names) -> str | None:
 def greeting(full_name: str | None, first_name: str, sex: str | None, ts: TemplateSet) -> str:
     """`Bapak Syahrul`, `Ibu Siti`; "Bapak" or "Ibu" alone when no word is a name;
     "Bapak/Ibu" when the sex is not known (decisions made before it was carried)."""
+    return _greeting(name_word(full_name or first_name, ts.names), sex, ts)
+
+
+def _greeting(word: str | None, sex: str | None, ts: TemplateSet) -> str:
+    """`greeting` from the name word already picked."""
     salutation = ts.names.salutations.get(sex or "", ts.names.salutations["unknown"])
-    word = name_word(full_name or first_name, ts.names)
     if not word:
         return salutation
     return salutation + " " + word[: ts.first_name_limit].rstrip(" '.-")
@@ -265,16 +269,22 @@ def reason_text(first: DecisionReason | None, ts: TemplateSet) -> str:
     return first.message
 
 
+@lru_cache(maxsize=16)
+def _setting_text(text: str) -> str:
+    """A brand or help line (settings: a handful per process) as GSM-7, once."""
+    return to_gsm7(text)
+
+
 def _values(
     brand: str, help_line: str, greet: str, first_name: str, start: str, end: str
 ) -> dict[str, str]:
     return {
-        "brand": to_gsm7(brand),
+        "brand": _setting_text(brand),
         "greeting": greet,
         "first_name": first_name,
         "cover_start": start,
         "cover_end": end,
-        "help_line": to_gsm7(help_line),
+        "help_line": _setting_text(help_line),
         "reason": "",
     }
 
@@ -287,8 +297,8 @@ def render(d: EligibilityDecided, brand: str, help_line: str) -> Sms | None:
     template = ts.templates[name]
     if not template:
         return None
-    greet = greeting(d.full_name, d.first_name, d.sex, ts)
     word = name_word(d.full_name or d.first_name, ts.names)
+    greet = _greeting(word, d.sex, ts)
     values = _values(
         brand,
         help_line,

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
 from perlinsos_notify.delivery import Accepted, RetryPolicy, SendResult, judge
@@ -48,10 +47,10 @@ from perlinsos_notify.store import (
     seconds_until_due,
 )
 from perlinsos_shared.settings import Settings
-from perlinsos_shared.telemetry import context_from_headers
+from perlinsos_shared.telemetry import ConsumerSpans
 
 log = logging.getLogger("perlinsos.notify")
-tracer = trace.get_tracer("perlinsos.notify")
+send_spans = ConsumerSpans("perlinsos.notify")
 meter = metrics.get_meter("perlinsos.notify")
 
 _retries = meter.create_counter(
@@ -340,25 +339,24 @@ class Sender:
             await self._limiter.acquire()
             if self._liveness is not None and self._liveness.is_closed():
                 return None
-            token = otel_context.attach(
-                context_from_headers({"traceparent": c.traceparent} if c.traceparent else {})
+            # the span the SDK's tracer would make under the message's stored trace context,
+            # on the short path (`ConsumerSpans`); current while the provider is called, so
+            # that its HTTP client's span is a child of it
+            span = send_spans.start(
+                "sms send",
+                {"traceparent": c.traceparent} if c.traceparent else {},
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    "perlinsos.sms.provider": self._provider.name,
+                    "perlinsos.sms.template": c.template,
+                    "perlinsos.sms.attempt": c.attempts,
+                },
             )
-            try:
-                with tracer.start_as_current_span(
-                    "sms send",
-                    kind=trace.SpanKind.CLIENT,
-                    attributes={
-                        "perlinsos.sms.provider": self._provider.name,
-                        "perlinsos.sms.template": c.template,
-                        "perlinsos.sms.attempt": c.attempts,
-                    },
-                ) as span:
-                    self.handed_over += 1
-                    handed.append((c.message_id, c.token))
-                    result = await self._provider.send(c.outgoing)
-                    span.set_attribute("perlinsos.sms.result", type(result).__name__)
-            finally:
-                otel_context.detach(token)
+            with trace.use_span(span, end_on_exit=True):
+                self.handed_over += 1
+                handed.append((c.message_id, c.token))
+                result = await self._provider.send(c.outgoing)
+                span.set_attribute("perlinsos.sms.result", type(result).__name__)
         if isinstance(result, Accepted) and self._on_accepted is not None:
             self._on_accepted()  # test hook: a crash right after the provider took it
         return result
