@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Generic, Literal, TypeVar
 
 from perlinsos_eligibility.reasons import DecisionCode, reason
@@ -81,7 +82,14 @@ def age_on(birth_date: date, day: date) -> int:
 
 
 def _domicile(address: Address) -> Check:
-    found = find_kelurahan(address.kecamatan or "", address.kelurahan or "")
+    return _domicile_of(address.kecamatan or "", address.kelurahan or "")
+
+
+@lru_cache(maxsize=4096)
+def _domicile_of(kecamatan: str, kelurahan: str) -> Check:
+    """The check of one spelling of a kecamatan and kelurahan: the same for everyone who
+    writes it so (a few hundred spellings in a city; a `Check` is never changed)."""
+    found = find_kelurahan(kecamatan, kelurahan)
     if found is None:
         return Check(
             "DOMICILE",
@@ -89,8 +97,45 @@ def _domicile(address: Address) -> Check:
             "kecamatan/kelurahan KTP tidak ditemukan di Kota Batam",
             "DOMICILE_NOT_BATAM",
         )
-    kecamatan, kelurahan = found
-    return Check("DOMICILE", True, f"Kel. {kelurahan}, Kec. {kecamatan.name}, Kota Batam")
+    place, canonical = found
+    return Check("DOMICILE", True, f"Kel. {canonical}, Kec. {place.name}, Kota Batam")
+
+
+# The checks below are plain values of a few plain values each, the same for everyone
+# who has them (a `Check` is never changed once made): kept, not made again per person.
+
+
+@lru_cache(maxsize=256)
+def _occupation_funded(occupation: str, regulation: str) -> Check:
+    return Check("OCCUPATION", True, f"{occupation} → {regulation}")
+
+
+@lru_cache(maxsize=4096)
+def _age(age: int, cover_start: date, min_age: int, max_age_exclusive: int) -> Check:
+    in_range = min_age <= age < max_age_exclusive
+    return Check(
+        "AGE",
+        in_range,
+        f"usia {age} tahun pada {cover_start.isoformat()}; batas "
+        f"{min_age} s.d. di bawah {max_age_exclusive}",
+        None if in_range else "AGE_OUT_OF_RANGE",
+        {
+            "min_age": min_age,
+            "max_age": max_age_exclusive,
+            "oldest": max_age_exclusive - 1,
+            "age": age,
+        },
+    )
+
+
+@lru_cache(maxsize=2)
+def _bpjs_membership(member: bool) -> Check:
+    return Check(
+        "BPJS_MEMBERSHIP",
+        not member,
+        "sudah peserta BPJS Ketenagakerjaan" if member else "belum menjadi peserta",
+        "ALREADY_BPJS_MEMBER" if member else None,
+    )
 
 
 def assess(
@@ -109,38 +154,13 @@ def assess(
             "OCCUPATION_NOT_COVERED",
         )
         return Assessment(None, None, cover_start, (check,))
-    checks: list[Check] = [
-        Check("OCCUPATION", True, f"{applicant.occupation.value} → {rule_set.regulation}")
-    ]
+    checks: list[Check] = [_occupation_funded(applicant.occupation.value, rule_set.regulation)]
     if rule_set.batam_domicile:
         checks.append(_domicile(applicant.address))
     age = age_on(applicant.birth_date, cover_start)
-    in_range = rule_set.min_age <= age < rule_set.max_age_exclusive
-    checks.append(
-        Check(
-            "AGE",
-            in_range,
-            f"usia {age} tahun pada {cover_start.isoformat()}; batas "
-            f"{rule_set.min_age} s.d. di bawah {rule_set.max_age_exclusive}",
-            None if in_range else "AGE_OUT_OF_RANGE",
-            {
-                "min_age": rule_set.min_age,
-                "max_age": rule_set.max_age_exclusive,
-                "oldest": rule_set.max_age_exclusive - 1,
-                "age": age,
-            },
-        )
-    )
+    checks.append(_age(age, cover_start, rule_set.min_age, rule_set.max_age_exclusive))
     if rule_set.exclude_bpjs_tk_members:
-        member = applicant.existing_bpjs_tk
-        checks.append(
-            Check(
-                "BPJS_MEMBERSHIP",
-                not member,
-                "sudah peserta BPJS Ketenagakerjaan" if member else "belum menjadi peserta",
-                "ALREADY_BPJS_MEMBER" if member else None,
-            )
-        )
+        checks.append(_bpjs_membership(applicant.existing_bpjs_tk))
     return Assessment(line, rule_set, cover_start, tuple(checks))
 
 
@@ -197,10 +217,22 @@ class Allocation(Generic[T]):
     still_waiting: list[T] = field(default_factory=list)  # waited and still wait
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant(moment: datetime) -> timedelta | datetime:
+    """What `moment` is sorted by: an aware time as its distance from the epoch (the order
+    of the instants, as aware datetimes compare), a naive one as itself. Comparing aware
+    datetimes whose tzinfo objects differ (pydantic gives each parsed time its own) asks
+    both for their UTC offset on every comparison: sorting a batch of 2,000 took 12 ms
+    instead of 1.3."""
+    return moment - _EPOCH if moment.utcoffset() is not None else moment
+
+
 def allocate(free: int, queue: Sequence[InQueue[T]]) -> Allocation[T]:
     """Give `free` places to the oldest in `queue` (arrival time, then tiebreak)."""
     out: Allocation[T] = Allocation()
-    ordered = sorted(queue, key=lambda q: (q.arrived_at, q.tiebreak))
+    ordered = sorted(queue, key=lambda q: (_instant(q.arrived_at), q.tiebreak))
     for i, q in enumerate(ordered):
         placed = i < free
         if q.waiting:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stdnum.id import nik as stdnum_nik
 
 from perlinsos_eligibility.domain import (
@@ -256,3 +258,75 @@ def test_allocate_oldest_first(
         waitlisted,
         still,
     )
+
+
+_ZONES = [timezone(timedelta(hours=h, minutes=m)) for h, m in ((0, 0), (7, 0), (-5, 0), (5, 30))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    free=st.integers(0, 12),
+    people=st.lists(
+        st.tuples(
+            st.integers(0, 40),  # minutes after T0 (collisions test the tiebreak)
+            st.sampled_from(_ZONES),  # the same instant written in other offsets
+            st.sampled_from("abcdef"),
+            st.booleans(),
+        ),
+        max_size=25,
+    ),
+)
+def test_allocate_orders_by_the_instant_of_arrival_then_tiebreak(
+    free: int, people: list[tuple[int, timezone, str, bool]]
+) -> None:
+    """The oldest first, the same instant in any offset (as aware times compare)."""
+    queue = [
+        InQueue(i, (T0 + timedelta(minutes=m)).astimezone(zone), name, waiting)
+        for i, (m, zone, name, waiting) in enumerate(people)
+    ]
+    expected = sorted(queue, key=lambda x: (x.arrived_at, x.tiebreak))  # stable, as allocate
+    placed = {x.item for x in expected[:free]}
+    out = allocate(free, queue)
+    assert out.promoted == [x.item for x in expected if x.waiting and x.item in placed]
+    assert out.admitted == [x.item for x in expected if not x.waiting and x.item in placed]
+    assert out.still_waiting == [x.item for x in expected if x.waiting and x.item not in placed]
+    assert out.waitlisted == [x.item for x in expected if not x.waiting and x.item not in placed]
+
+
+def test_allocate_refuses_naive_and_aware_times_together() -> None:
+    with pytest.raises(TypeError):  # as comparing them does: no order between the two
+        allocate(1, [q("a", 1), InQueue("b", datetime(2026, 3, 2, 8), "b", False)])
+
+
+def test_allocate_orders_naive_times_among_themselves() -> None:
+    naive = [InQueue(n, datetime(2026, 3, 2, 8, m), n, False) for n, m in (("b", 2), ("a", 1))]
+    assert allocate(1, naive).admitted == ["a"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    birth=st.dates(date(1940, 1, 1), date(2012, 12, 31)),
+    day=st.dates(date(2025, 1, 1), date(2027, 12, 31)),
+    member=st.booleans(),
+    occupation=st.sampled_from(list(Occupation)),
+    where=st.sampled_from(
+        [("Sei Beduk", "Tanjung Piayu"), ("Batu Aji", "Belian"), (None, None), ("x", "y")]
+    ),
+)
+def test_assess_twice_gives_equal_assessments(
+    birth: date, day: date, member: bool, occupation: Occupation, where: tuple[str, str]
+) -> None:
+    """Checks kept for everyone who has the same values are the checks made for one."""
+    a = applicant(
+        birth_date=birth,
+        existing_bpjs_tk=member,
+        occupation=occupation,
+        address=Address(kecamatan=where[0], kelurahan=where[1]),
+    )
+    first, again = assess(a, BOOK, day), assess(a, BOOK, day)
+    assert first == again
+    age_checks = [c for c in first.checks if c.rule == "AGE"]
+    for c in age_checks:
+        assert c.params["age"] == age_on(birth, day)
+        assert c.passed == (c.params["min_age"] <= age_on(birth, day) < c.params["max_age"])
+        assert f"usia {age_on(birth, day)} tahun pada {day.isoformat()}" in c.detail
