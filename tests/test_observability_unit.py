@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -22,6 +24,7 @@ from perlinsos_shared.consumer import correlation_attributes
 from perlinsos_shared.logs import JsonFormatter
 from perlinsos_shared.metrics import PlatformMetrics
 from perlinsos_shared.telemetry import (
+    JsonlSpanExporter,
     make_sampler,
     scrub,
     span_headers,
@@ -139,6 +142,41 @@ def test_span_record_scrubs_attributes_events_and_names() -> None:
     assert record is not None
     text = json.dumps(record)
     assert NIK not in text and "81234567890" not in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "kafka",
+        "",
+        "１２３４５６７８９０１２３４５６",  # wide digits: not ASCII ones, left as they are
+        "a\udcff 2171054507900003",  # a lone surrogate beside a NIK
+        "id 12345678 and 2026",  # 12 digits in all, no run of a phone or NIK
+        "INSERT INTO t VALUES ($1, $2, $3)" * 10,  # long: cached
+        "DETAIL: Key (nik)=(x) already exists",
+    ],
+)
+def test_scrub_counts_ascii_digits_whatever_the_text(text: str) -> None:
+    out = scrub(text)
+    assert "2171054507900003" not in out and "DETAIL: Key" not in out
+    if sum(c in "0123456789" for c in text) < 9 and "DETAIL:" not in text:
+        assert out is text
+
+
+def test_the_trace_store_writes_one_json_line_per_span(tmp_path: Path) -> None:
+    exporter = JsonlSpanExporter(tmp_path / "traces" / "t.jsonl")
+    provider = TracerProvider(resource=Resource.create({"service.name": "perlinsos-t"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    tracer.start_span("first").end()
+    shutil.rmtree(tmp_path / "traces")  # the state directory removed under a running service
+    tracer.start_span(f"second {NIK}").end()
+    tracer.start_span("third").end()
+    lines = (tmp_path / "traces" / "t.jsonl").read_bytes().splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
+    assert [r["name"] for r in records] == ["second 217105********03", "third"]
+    assert all(line.endswith(b"\n") for line in lines)
+    assert {r["service"] for r in records} == {"perlinsos-t"}
 
 
 def test_child_and_linked_spans() -> None:

@@ -87,13 +87,22 @@ def _mask_match(m: re.Match[str]) -> str:
 _PG_DETAIL = re.compile(r"DETAIL:.*?(?=\nHINT:|$)", re.DOTALL)
 
 
-_NO_DIGITS = str.maketrans("", "", "0123456789")
+_DIGITS = b"0123456789"
+
+
+def _ascii_digits(text: str) -> int:
+    """How many of `text`'s characters are ASCII digits. Counted on its UTF-8 bytes (no
+    other character's bytes are ASCII; `surrogatepass` encodes any str): a C pass that
+    deletes bytes, where `str.translate` looks every character up in a mapping (about
+    0.7 µs for a 236-character SQL statement, against 4.8)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return len(raw) - len(raw.translate(None, _DIGITS))
 
 
 def scrub(text: str) -> str:
     """`text` with every NIK-shaped or phone-shaped run masked and database error
     details (which quote row values) removed."""
-    if len(text) - len(text.translate(_NO_DIGITS)) < 9 and "DETAIL:" not in text:
+    if _ascii_digits(text) < 9 and "DETAIL:" not in text:
         return text  # fewer digits than any phone, and no database error detail
     if len(text) > 256:  # long texts repeat (SQL statements, stack traces): cache them
         return _scrub_cached(text)
@@ -171,34 +180,52 @@ def span_record(s: ReadableSpan) -> dict[str, Any] | None:
     ctx = s.get_span_context()
     if ctx is None:
         return None
-    parent = s.parent
-    status = s.status
-    scope = s.instrumentation_scope
-    # the span's own stores, not the read-only copies and views its properties make
-    attributes = getattr(s, "_attributes", None) or s.attributes
-    events = getattr(s, "_events", None) or ()
-    links = getattr(s, "_links", None) or ()
+    # the span's own stores (`ReadableSpan.__init__` sets them), not the properties that
+    # read them, nor the read-only copies and views some properties make
+    parent = s._parent
+    status = s._status
+    scope = s._instrumentation_scope
+    events = s._events
+    links = s._links
     return {
         "trace_id": f"{ctx.trace_id:032x}",
         "span_id": f"{ctx.span_id:016x}",
         "parent_span_id": f"{parent.span_id:016x}" if parent else None,
-        "name": scrub(s.name),
-        "kind": _KIND_NAMES[s.kind],
-        "service": s.resource.attributes.get("service.name"),
+        "name": scrub(s._name),
+        "kind": _KIND_NAMES[s._kind],
+        "service": _service_name(s._resource),
         "scope": scope.name if scope else None,
-        "start_ns": s.start_time,
-        "end_ns": s.end_time,
+        "start_ns": s._start_time,
+        "end_ns": s._end_time,
         "status": _STATUS_NAMES[status.status_code],
         "status_description": scrub(status.description) if status.description else None,
-        "attributes": scrub_attributes(attributes),
+        "attributes": scrub_attributes(s._attributes),
         "events": [
             {"name": scrub(e.name), "attributes": scrub_attributes(e.attributes)} for e in events
-        ],
+        ]
+        if events
+        else [],
         "links": [
             {"trace_id": f"{link.context.trace_id:032x}", "span_id": f"{link.context.span_id:016x}"}
             for link in links
-        ],
+        ]
+        if links
+        else [],
     }
+
+
+_SERVICE_NAMES: dict[int, tuple[Resource, Any]] = {}
+
+
+def _service_name(resource: Resource) -> Any:
+    """`service.name` of a resource (a process has one or two: read through the mapping
+    protocol once each, not per span)."""
+    known = _SERVICE_NAMES.get(id(resource))
+    if known is None or known[0] is not resource:
+        if len(_SERVICE_NAMES) > 64:  # resources made and dropped (tests): start again
+            _SERVICE_NAMES.clear()
+        known = _SERVICE_NAMES[id(resource)] = (resource, resource.attributes.get("service.name"))
+    return known[1]
 
 
 class JsonlSpanExporter(SpanExporter):
@@ -214,11 +241,16 @@ class JsonlSpanExporter(SpanExporter):
         for s in spans:
             record = span_record(s)
             if record is not None:
-                lines.append(orjson.dumps(record, default=str))
+                lines.append(orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
+        data = b"".join(lines)
         with self._lock:
-            self._path.parent.mkdir(parents=True, exist_ok=True)  # the state dir may be new
-            with self._path.open("ab") as f:
-                f.write(b"".join(line + b"\n" for line in lines))
+            try:
+                f = self._path.open("ab")
+            except FileNotFoundError:  # the state dir may be new
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                f = self._path.open("ab")
+            with f:
+                f.write(data)
         return SpanExportResult.SUCCESS
 
 
