@@ -223,3 +223,16 @@ def test_the_official_cloudevents_sdk_and_perlinsos_read_each_other() -> None:
     )
     assert read["id"] == ours.id and read["type"] == "perlinsos.intake.rejected.v1"
     assert read.data["request_id"] == "R-9" and read.data["nik_masked"] is None
+
+
+def test_event_ids_are_random_uuids_in_their_usual_form() -> None:
+    import uuid
+
+    from perlinsos_shared.envelope import new_id
+
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text  # lower-case hex, 8-4-4-4-12, as str(uuid.uuid4())

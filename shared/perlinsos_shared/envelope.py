@@ -10,7 +10,7 @@ binding says implementations SHOULD accept. A binary event becomes the same
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -31,15 +31,24 @@ MAX_ATTRIBUTE_LENGTH = 256
 DataT = TypeVar("DataT", bound=BaseModel)
 
 
+def new_id() -> str:
+    """A random (version 4) UUID as text: `str(uuid.uuid4())`, the same 122 bits from
+    `os.urandom` in the same form, without the `UUID` object between (1.1 µs against
+    2.5: every event's id, every decision's)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class CloudEvent(BaseModel, Generic[DataT]):
     """One event on any perlinsos topic. `data` is typed by the event model."""
 
     model_config = ConfigDict(extra="ignore")
 
     specversion: str = Field(default="1.0", pattern=r"^1\.0$")
-    id: str = Field(
-        default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=MAX_ATTRIBUTE_LENGTH
-    )
+    id: str = Field(default_factory=new_id, min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)
     source: str = Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)
     type: str = Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)
     time: datetime = Field(default_factory=now_local)
@@ -63,10 +72,15 @@ class RawEnvelope(BaseModel):
     data: Any = None
 
 
+# `CloudEvent[Any]` made once: pydantic finds a parametrised generic in its cache, but the
+# look-up costs about a sixth of making the event (every event every service publishes).
+_ANY_EVENT = CloudEvent[Any]
+
+
 def make_event(source: str, data: BaseModel, *, subject: str | None = None) -> CloudEvent[Any]:
     """Wrap an event model in an envelope; the type comes from the model's `event_type`."""
     event_type: str = getattr(data, "event_type")  # noqa: B009 - class attribute on every model
-    return CloudEvent[Any](source=source, type=event_type, subject=subject, data=data)
+    return _ANY_EVENT(source=source, type=event_type, subject=subject, data=data)
 
 
 def encode(event: CloudEvent[Any]) -> bytes:

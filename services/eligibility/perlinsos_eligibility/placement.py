@@ -9,7 +9,6 @@ transaction. Used by the Kafka handler, the promotion loop and the operator comm
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from perlinsos_eligibility.store import (
     save_people,
     save_places,
 )
-from perlinsos_shared.envelope import make_event
+from perlinsos_shared.envelope import make_event, new_id
 from perlinsos_shared.events import (
     DecisionReason,
     EligibilityDecided,
@@ -157,7 +156,7 @@ class Placement:
         )
         if publish:
             decision = EligibilityDecided(
-                decision_id=str(uuid.uuid4()),
+                decision_id=new_id(),
                 participant_id=p.participant_id,
                 outcome=outcome,
                 reasons=list(reasons),

@@ -60,6 +60,9 @@ class RateTable:
         problems = rate_problems(self.rates)
         if problems:
             raise RateTableError("rate table refused: " + "; ".join(problems))
+        # (line, period) -> both amounts, as found: every participant of a batch is priced
+        # for the same few months (the table itself never changes)
+        object.__setattr__(self, "_monthly", {})
 
     def amount(self, funding_line: str, component: str, period: str) -> int:
         """The rate in force on the first day of the period; a missing rate is an error."""
@@ -76,7 +79,11 @@ class RateTable:
         raise LookupError(f"no {component} rate for {funding_line} in {period}")
 
     def monthly(self, funding_line: str, period: str) -> tuple[int, int]:
-        return (
-            self.amount(funding_line, "JKK", period),
-            self.amount(funding_line, "JKM", period),
-        )
+        memo: dict[tuple[str, str], tuple[int, int]] = self._monthly  # type: ignore[attr-defined]
+        found = memo.get((funding_line, period))
+        if found is None:  # a missing rate raises every time it is asked for
+            found = memo[funding_line, period] = (
+                self.amount(funding_line, "JKK", period),
+                self.amount(funding_line, "JKM", period),
+            )
+        return found

@@ -104,3 +104,14 @@ def test_adjacent_rows_and_other_lines_or_components_do_not_overlap() -> None:
 def test_a_row_ending_before_it_starts_is_refused() -> None:
     with pytest.raises(RateTableError, match="before valid_from"):
         RateTable((Rate(L, "JKK", 10_000, date(2026, 1, 1), date(2025, 12, 31)),))
+
+
+def test_monthly_amounts_are_the_rates_in_force_however_often_asked() -> None:
+    for period, expected in (("2026-03", (10_000, 6_800)), ("2026-04", (10_000, 7_000))):
+        for _ in range(3):  # kept after the first time: the same amounts
+            assert RATES.monthly(L, period) == expected
+            assert expected == (RATES.amount(L, "JKK", period), RATES.amount(L, "JKM", period))
+    assert RATES == RateTable(RATES.rates)  # what was kept is no part of the table's value
+    for _ in range(2):  # a missing rate is an error every time
+        with pytest.raises(LookupError, match="no JKK rate"):
+            RATES.monthly("PERWAKO-3-2023", "2026-03")

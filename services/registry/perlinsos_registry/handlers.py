@@ -15,7 +15,6 @@ replies even when its request id was unreadable.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -36,6 +35,7 @@ from perlinsos_registry.origin import Origin
 from perlinsos_registry.reasons import reason
 from perlinsos_registry.store import IntakeStore, PgIntakeStore
 from perlinsos_registry.validation import agency_of_source, identity
+from perlinsos_shared import envelope
 from perlinsos_shared.clock import now_local
 from perlinsos_shared.consumer import Handler, Incoming, Record, dead_letter, record_headers
 from perlinsos_shared.envelope import make_event
@@ -118,7 +118,7 @@ async def apply_intake(
     policy: AgencyPolicy,
     *,
     now: datetime | None = None,
-    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    new_id: Callable[[], str] = envelope.new_id,
     origin: Origin | None = None,
 ) -> IntakePlan:
     """Validate, load, plan, write, emit: one batch, in the caller's transaction. With an
