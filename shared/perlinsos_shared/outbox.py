@@ -21,22 +21,23 @@ pool survives a PostgreSQL restart; a single connection does not).
 Refilling a broker that lost its topics (`replay`): rows are marked unpublished again
 and the relay publishes them, oldest first, before anything newer (id order): their ids
 go back into `outbox_pending`. A relay batch in flight holds its ids (`FOR UPDATE`) and
-the batch lock, so a replay waits for it and then marks those rows too. While the broker is being rebuilt, `hold` stops every relay of the
-service from publishing, so that no row written meanwhile reaches the empty broker
-before the older rows it depends on (an exit before its enrolment); `replay` lifts it.
+the batch lock, so a replay waits for it and then marks those rows too. While the broker
+is being rebuilt, `hold` stops every relay of the service from publishing, so that no
+row written meanwhile reaches the empty broker before the older rows it depends on (an
+exit before its enrolment); `replay` lifts it.
 
 A row the broker (or the producer) refuses for itself, deterministically (a record
 larger than it accepts), would otherwise fail its batch forever and stop every row behind
 it. When a batch fails only with such refusals, each refused row is sent again alone;
 one refused again is marked refused (`refused_at`, `refusal`: the error, no content; its
-id leaves `outbox_pending`),
-counted in `perlinsos.outbox.refused`, logged, and skipped; every other row of the batch
-is published as usual. Any other error (broker away, timeouts, authorisation) fails the
-batch as before and it is retried whole. Later rows of the refused row's key are
-published too: a refusal never clears by itself, and holding the key would stop that
-participant's events for good with no way to see why; the refused row is kept, shown by
-`perlinsos outbox status` / `refused`, and `retry_refused` queues it again once the limit
-is raised (it then arrives after the later rows of its key).
+id leaves `outbox_pending`), counted in `perlinsos.outbox.refused`, logged, and skipped;
+every other row of the batch is published as usual. Any other error (broker away,
+timeouts, authorisation) fails the batch as before and it is retried whole. Later rows
+of the refused row's key are published too: a refusal never clears by itself, and
+holding the key would stop that participant's events for good with no way to see why;
+the refused row is kept, shown by `perlinsos outbox status` / `refused`, and
+`retry_refused` queues it again once the limit is raised (it then arrives after the
+later rows of its key).
 """
 
 from __future__ import annotations
