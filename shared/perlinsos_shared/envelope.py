@@ -10,7 +10,7 @@ binding says implementations SHOULD accept. A binary event becomes the same
 
 from __future__ import annotations
 
-import os
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -32,14 +32,8 @@ DataT = TypeVar("DataT", bound=BaseModel)
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as text: `str(uuid.uuid4())`, the same 122 bits from
-    `os.urandom` in the same form, without the `UUID` object between (1.1 µs against
-    2.5: every event's id, every decision's)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random (version 4) UUID as text: every event's id, every decision's."""
+    return str(uuid.uuid4())
 
 
 class CloudEvent(BaseModel, Generic[DataT]):

@@ -15,7 +15,6 @@ structure and province, phonenumbers parses the phone. Two known traps are handl
 
 from __future__ import annotations
 
-import calendar
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -187,16 +186,12 @@ def _nik_day_possible(day: int) -> bool:
 
 @lru_cache(maxsize=65536)
 def _nik_date_valid(ddmmyy: str) -> bool:
-    """Whether DDMMYY (day + 40 for women) is a date in some century: python-stdnum's rule
-    (`stdnum.id.nik.get_birth_date`: the day modulo 40, in 19YY or else 20YY), applied to
-    the six digits directly (a third of the cost of building a NIK for stdnum to clean
-    and parse; the test compares both on every DDMMYY)."""
-    day, month, year = int(ddmmyy[:2]) % 40, int(ddmmyy[2:4]), int(ddmmyy[4:6])
-    if not 1 <= month <= 12 or day < 1:
+    """Whether DDMMYY (day + 40 for women) is a date in some century, per python-stdnum."""
+    try:
+        stdnum_nik.get_birth_date(f"217101{ddmmyy}0001")
+    except (StdnumError, ValueError):
         return False
-    return day <= max(
-        calendar.monthrange(1900 + year, month)[1], calendar.monthrange(2000 + year, month)[1]
-    )
+    return True
 
 
 def nik_structure_problem(nik: str) -> str | None:

@@ -353,23 +353,3 @@ def test_any_single_field_mutation_gives_a_verdict(field: str, value: Any) -> No
     assert checked.accepted == (checked.submission is not None)
     assert all(r.code in MESSAGES for r in checked.reasons)
 
-
-def test_nik_birth_dates_are_read_as_python_stdnum_reads_them() -> None:
-    """The DDMMYY check is stdnum's rule (day modulo 40, 19YY else 20YY): every day and
-    year, months 00-15."""
-    from stdnum.exceptions import ValidationError as StdnumError
-    from stdnum.id import nik as stdnum_nik
-
-    from perlinsos_registry.validation import _nik_date_valid
-
-    def stdnum_says(ddmmyy: str) -> bool:
-        try:
-            stdnum_nik.get_birth_date(f"217101{ddmmyy}0001")
-        except (StdnumError, ValueError):
-            return False
-        return True
-
-    for ddmmyy in (
-        f"{d:02d}{m:02d}{y:02d}" for d in range(100) for m in range(16) for y in range(100)
-    ):
-        assert _nik_date_valid.__wrapped__(ddmmyy) == stdnum_says(ddmmyy), ddmmyy
