@@ -75,8 +75,12 @@ def is_transient(exc: BaseException) -> bool:
             state = str(getattr(current, "sqlstate", "") or "")
             if state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES:
                 return True
-        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
-            return True  # "connection is closed" / "connection was closed in the middle"
+        if isinstance(current, asyncpg.InterfaceError) and (
+            "closed" in str(current) or "pool is closing" in str(current)
+        ):
+            # "connection is closed" / "connection was closed in the middle", the pool
+            # closing or closed while the service stops: never the message's fault
+            return True
         current = current.__cause__ or current.__context__
     return False
 

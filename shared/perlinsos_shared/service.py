@@ -82,10 +82,8 @@ class ServiceRuntime:
             log_level=logging.DEBUG,
         )
         self.app = FastStream(self.broker, logger=logging.getLogger("perlinsos.app"))
-        self._kafka_consumers: dict[str, Any] = {}
-        self._subscriber_starts: list[Callable[[], Awaitable[None]]] = []
-        self._all_started: asyncio.Future[list[None]] | None = None
-        self._starts_seen = 0
+        self._kafka_consumer: Any = None  # the service's one Kafka consumer, once polled
+        self._subscribed = False
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
@@ -111,6 +109,7 @@ class ServiceRuntime:
         self.app.on_startup(self._on_startup)
         self.app.after_startup(self._after_startup)
         self.app.on_shutdown(self._on_shutdown)
+        self.app.after_shutdown(self._after_shutdown)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -153,13 +152,20 @@ class ServiceRuntime:
     ) -> BatchConsumer:
         """Consume `topic` in batches with `handler`; after each batch's transaction has
         committed the outbox relay is woken, and `after_commit` called (e.g. to wake a loop
-        that works on what the batch wrote: woken earlier it would not see the rows yet)."""
+        that works on what the batch wrote: woken earlier it would not see the rows yet).
+
+        All the topics a service consumes share one Kafka consumer (`_subscribe`): one
+        fetch loop, one group member; each topic keeps its own `BatchConsumer`."""
 
         def committed() -> None:
             self._wake_relay()
             if after_commit is not None:
                 after_commit()
 
+        if self._subscribed:
+            raise RuntimeError("consume() after start-up: declare every topic in build()")
+        if any(c.topic.name == topic.name for c in self.consumers):
+            raise ValueError(f"{topic.name} is consumed twice")
         consumer = BatchConsumer(
             service=self.name,
             topic=topic,
@@ -171,9 +177,23 @@ class ServiceRuntime:
             retry_backoff_max_s=self.settings.consumer_retry_backoff_max_s,
         )
         self.consumers.append(consumer)
+        return consumer
 
+    def _subscribe(self) -> None:
+        """One FastStream batch subscriber, so one Kafka consumer, for every topic the
+        service consumes (at start-up, once `consume` has been called for each).
+
+        One consumer per topic cost a fetch loop, fetch requests and heartbeats each, and
+        several members of one group in one process rebalanced each other on start and
+        whenever one of them stalled. A fetch's records are split by topic and each
+        topic's go to its own `BatchConsumer`, the topics' transactions side by side
+        (`dispatch`); the offsets are committed once all of them have committed."""
+        if self._subscribed or not self.consumers:
+            return
+        self._subscribed = True
+        names = [c.topic.name for c in self.consumers]
         subscriber = self.broker.subscriber(
-            topic.name,
+            *names,
             group_id=f"perlinsos-{self.name}",
             batch=True,
             max_records=self.settings.consumer_max_records,
@@ -184,50 +204,26 @@ class ServiceRuntime:
             heartbeat_interval_ms=max(500, self.settings.consumer_session_timeout_ms // 4),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_bodies,
-            title=f"{self.name}:{topic.name}",
+            title=f"{self.name}:{','.join(names)}",
         )
         timeout_ms = self.settings.consumer_batch_timeout_ms
         max_records = self.settings.consumer_max_records
+        consumers = list(self.consumers)
 
         async def get_msg(kafka_consumer: Any) -> Any:
             """FastStream's batch poll without its pause after an empty poll: `getmany`
             returns as soon as records are there, else after `timeout_ms`."""
-            consumer.note_poll()  # readiness: this consumer is not stuck
+            for consumer in consumers:
+                consumer.note_poll()  # readiness: this consumer is not stuck
             batches = await kafka_consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
             return tuple(chain.from_iterable(batches.values()))
 
         setattr(subscriber, "get_msg", get_msg)  # noqa: B010 - an instance attribute
-        self._start_together(subscriber)
 
         @subscriber
         async def _subscriber(body: Any, message: KafkaMessage) -> None:
-            raw: Sequence[Any] = message.raw_message
-            await in_own_context(consumer.process(raw))
-            self._kafka_consumers[topic.name] = message.consumer
-            consumer.note_positions(message.consumer, raw)
-
-        return consumer
-
-    def _start_together(self, subscriber: Any) -> None:
-        """FastStream starts subscribers one after the other, and each waits until the
-        group has assigned it partitions: every further consumer of the service's group
-        made the group rebalance again (about 3 s each, 13 s for premium's three). The
-        first start starts them all at once, so that they join the group together."""
-        self._subscriber_starts.append(subscriber.start)
-
-        async def start() -> None:
-            if self._all_started is None:
-                self._all_started = asyncio.ensure_future(
-                    asyncio.gather(*(fn() for fn in self._subscriber_starts))
-                )
-                self._starts_seen = 0
-            started = self._all_started
-            self._starts_seen += 1
-            if self._starts_seen == len(self._subscriber_starts):
-                self._all_started = None  # a later start of the broker starts them again
-            await asyncio.shield(started)
-
-        setattr(subscriber, "start", start)  # noqa: B010 - an instance attribute
+            self._kafka_consumer = message.consumer
+            await in_own_context(dispatch(consumers, message.raw_message, message.consumer))
 
     def _wake_relay(self) -> None:
         if self.relay is not None:
@@ -264,8 +260,9 @@ class ServiceRuntime:
         self.relay = OutboxRelay(
             self._pool, self.name, self._publish, batch_size=self.settings.outbox_batch_size
         )
-        # FastStream starts the subscribers next: each consumer joins its group and
-        # waits for its partitions
+        # FastStream starts the subscriber next: the consumer joins its group and waits
+        # for its partitions
+        self._subscribe()
         self._starting("consumers joining their groups")
 
     def _starting(self, step: str) -> None:
@@ -294,9 +291,16 @@ class ServiceRuntime:
         log.info("service ready", extra={"service": self.name})
 
     async def _on_shutdown(self) -> None:
+        """Before FastStream stops the consumer: the loops stop (the relay among them)."""
         self._stopping = True
         await self.supervisor.stop()
         await self.health.stop()
+
+    async def _after_shutdown(self) -> None:
+        """After FastStream has stopped the consumer (a batch in flight is cancelled and
+        rolled back, its offsets not committed): only then the pool closes. Closed before,
+        a batch in flight failed on the closing pool, and each of its messages was taken
+        for poison and skipped."""
         if self._producer is not None:
             await self._producer.stop()
         if self._pool is not None:
@@ -320,22 +324,57 @@ class ServiceRuntime:
         if self.relay is not None:
             backlog, age = await self.relay.backlog_and_age()
             self.metrics.outbox_backlog, self.metrics.outbox_oldest_age_s = backlog, age
-        for topic, kafka_consumer in list(self._kafka_consumers.items()):
-            assigned = {tp for tp in kafka_consumer.assignment() if tp.topic == topic}
-            for key in [k for k in self.metrics.lag if k[0] == topic]:
-                if not any(tp.partition == key[1] for tp in assigned):
-                    del self.metrics.lag[key]  # revoked: another instance reports it
-            for tp in assigned:
-                high = kafka_consumer.highwater(tp)
-                try:
-                    position = await asyncio.wait_for(kafka_consumer.position(tp), timeout=2)
-                except (TimeoutError, KafkaError, IllegalStateError):
-                    continue  # revoked meanwhile or the broker away: the next sample tells
-                if high is not None and position is not None:
-                    self.metrics.lag[(topic, tp.partition)] = max(0, high - position)
+        kafka_consumer = self._kafka_consumer
+        if kafka_consumer is None:
+            return
+        topics = {c.topic.name for c in self.consumers}
+        assigned = {tp for tp in kafka_consumer.assignment() if tp.topic in topics}
+        for key in list(self.metrics.lag):
+            if key[0] in topics and not any(
+                tp.topic == key[0] and tp.partition == key[1] for tp in assigned
+            ):
+                del self.metrics.lag[key]  # revoked: another instance reports it
+        for tp in assigned:
+            high = kafka_consumer.highwater(tp)
+            try:
+                position = await asyncio.wait_for(kafka_consumer.position(tp), timeout=2)
+            except (TimeoutError, KafkaError, IllegalStateError):
+                continue  # revoked meanwhile or the broker away: the next sample tells
+            if high is not None and position is not None:
+                self.metrics.lag[(tp.topic, tp.partition)] = max(0, high - position)
 
     def run(self) -> None:
         asyncio.run(self.app.run())
+
+
+async def dispatch(
+    consumers: Sequence[BatchConsumer], records: Sequence[Any], kafka_consumer: Any
+) -> None:
+    """One fetch's records, split by topic, each topic's to its own consumer (in fetch
+    order, so per partition in offset order), the topics side by side: each its own
+    transaction, as when every topic had a Kafka consumer of its own. Returns once all of
+    them are done; the first exception (only a bug or a cancellation: a batch's own
+    failures are handled inside it) is raised after the others have finished, so the
+    fetch is not redelivered while part of it is still being applied."""
+    by_topic: dict[str, list[Any]] = {}
+    for record in records:
+        by_topic.setdefault(record.topic, []).append(record)
+    work = [(c, by_topic[c.topic.name]) for c in consumers if c.topic.name in by_topic]
+    unknown = by_topic.keys() - {c.topic.name for c in consumers}
+    if unknown:  # not subscribed: cannot happen, and must not pass unnoticed
+        raise RuntimeError(f"records of topics not consumed here: {sorted(unknown)}")
+
+    async def one(consumer: BatchConsumer, batch: list[Any]) -> None:
+        await consumer.process(batch)
+        consumer.note_positions(kafka_consumer, batch)
+
+    if len(work) == 1:
+        await one(*work[0])
+        return
+    results = await asyncio.gather(*(one(c, b) for c, b in work), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def in_own_context(work: Coroutine[Any, Any, None]) -> None:

@@ -221,6 +221,8 @@ def test_transient_and_poison_are_told_apart() -> None:
         asyncpg.exceptions.ReadOnlySQLTransactionError(),
         asyncpg.exceptions.ConnectionDoesNotExistError(),
         asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
+        asyncpg.InterfaceError("pool is closing"),
+        asyncpg.InterfaceError("pool is closed"),
         ConnectionRefusedError(),
         OSError("Multiple exceptions: [Errno 111] Connect call failed"),
         TimeoutError(),
