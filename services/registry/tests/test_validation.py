@@ -352,4 +352,3 @@ def test_any_single_field_mutation_gives_a_verdict(field: str, value: Any) -> No
     checked = check_enrolment(data, "agency/DISHUB", POLICY)
     assert checked.accepted == (checked.submission is not None)
     assert all(r.code in MESSAGES for r in checked.reasons)
-
