@@ -17,7 +17,8 @@ Failures are of two kinds (`is_transient`):
   goes to the `.dlq` twin and the partition moves on. A message that cannot even be
   recorded (an over-long id is refused when decoding; anything else the database will not
   store) is dead-lettered without its inbox row, and skipped (logged) if even its dead
-  letter cannot be written, so it never blocks its partition.
+  letter is refused for its content, so it never blocks its partition; any other failure
+  to write a dead letter is waited out like a transient one (skipping would lose it).
 """
 
 from __future__ import annotations
@@ -355,15 +356,19 @@ class BatchConsumer:
         if bad:
             self._metrics.dead_letters.add(len(bad), self._labels)
 
-    async def _until_done(self, work: Callable[[], Awaitable[None]]) -> None:
-        """Run `work`; while it fails for a transient reason, wait and run it again.
+    async def _until_done(
+        self,
+        work: Callable[[], Awaitable[None]],
+        transient: Callable[[BaseException], bool] = is_transient,
+    ) -> None:
+        """Run `work`; while it fails for a `transient` reason, wait and run it again.
         Logged once when the database goes away and once when it is back."""
         failures = 0
         while True:
             try:
                 await work()
             except Exception as exc:
-                if not is_transient(exc):
+                if not transient(exc):
                     raise
                 failures += 1
                 if failures == 1:
@@ -449,7 +454,7 @@ class BatchConsumer:
     ) -> None:
         """One dead letter in its own transaction, with its inbox row when that can be
         stored (a redelivery then makes no second dead letter); skipped, loudly, if even
-        the dead letter cannot be written, so the partition moves on."""
+        the dead letter is refused for its content, so the partition moves on."""
 
         async def write() -> None:
             pool = self._pool_getter()
@@ -468,7 +473,10 @@ class BatchConsumer:
                             raise
 
         try:
-            await self._until_done(write)
+            # Only a record the database will not store is skipped; any other failure (the
+            # pool closing as the service stops, an error nobody classified) is not this
+            # record's fault, and skipping it would lose it: wait and write it again.
+            await self._until_done(write, lambda exc: not record_unstorable(exc))
         except Exception as exc:
             log.error(
                 "message could not be dead-lettered; skipped",
@@ -482,6 +490,15 @@ class BatchConsumer:
             return
         self.stats.dead_letters += 1
         self._metrics.dead_letters.add(1, self._labels)
+
+
+def record_unstorable(exc: BaseException) -> bool:
+    """Whether writing a record's dead letter failed because of the record itself: its
+    content refused by PostgreSQL (data exceptions, class 22: a character it cannot
+    store; integrity, class 23) or by the code building the letter."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23")
+    return isinstance(exc, ValueError | TypeError)
 
 
 CORRELATION_FIELDS = ("agency", "request_id", "participant_id", "decision_id", "outcome")

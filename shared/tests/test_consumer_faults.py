@@ -209,6 +209,50 @@ async def test_unstorable_messages_are_dead_lettered_without_blocking(pool: asyn
     assert sorted(h["x-dlq-original-offset"] for h in letters) == ["1", "2", "3"]
 
 
+async def test_a_dead_letter_that_fails_for_another_reason_is_written_later_not_skipped(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Skipping a message whose dead letter cannot be written loses it; only a letter
+    PostgreSQL refuses for its content may be skipped. Any other failure (here one nobody
+    classified, twice) is waited out and the letter written."""
+    from perlinsos_shared import consumer as consumer_module
+
+    real = consumer_module.dead_letter
+    failures = 2
+
+    def flaky(*args: object, **kwargs: object) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise asyncpg.InterfaceError("something nobody classified")
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(consumer_module, "dead_letter", flaky)
+
+    async def handler(conn: asyncpg.Connection, batch: list[Incoming], outbox: Outbox) -> None:
+        if any(m.envelope.data.get("poison") for m in batch):
+            raise ValueError("cannot apply this event")
+        await record_all(conn, batch, outbox)
+
+    c = consumer(pool, handler)
+    await asyncio.wait_for(c.process(records([event("p1", poison=True)])), timeout=60)
+    assert failures == 0
+    letters = await dead_letters(pool)
+    assert [h["x-dlq-original-offset"] for h in letters] == ["0"]
+
+
+def test_only_a_refused_content_lets_a_dead_letter_be_skipped() -> None:
+    from perlinsos_shared.consumer import record_unstorable
+
+    assert record_unstorable(asyncpg.exceptions.UntranslatableCharacterError())
+    assert record_unstorable(asyncpg.exceptions.CharacterNotInRepertoireError())
+    assert record_unstorable(ValueError("cannot encode"))
+    assert not record_unstorable(asyncpg.InterfaceError("pool is closing"))
+    assert not record_unstorable(asyncpg.InterfaceError("something nobody classified"))
+    assert not record_unstorable(RuntimeError("a bug"))
+    assert not record_unstorable(asyncpg.exceptions.AdminShutdownError())
+
+
 def test_transient_and_poison_are_told_apart() -> None:
     transient = [
         asyncpg.exceptions.AdminShutdownError(),
