@@ -193,7 +193,7 @@ def span_record(s: ReadableSpan) -> dict[str, Any] | None:
         "parent_span_id": f"{parent.span_id:016x}" if parent else None,
         "name": scrub(s._name),
         "kind": _KIND_NAMES[s._kind],
-        "service": _service_name(s._resource),
+        "service": s._resource.attributes.get("service.name"),
         "scope": scope.name if scope else None,
         "start_ns": s._start_time,
         "end_ns": s._end_time,
@@ -212,20 +212,6 @@ def span_record(s: ReadableSpan) -> dict[str, Any] | None:
         if links
         else [],
     }
-
-
-_SERVICE_NAMES: dict[int, tuple[Resource, Any]] = {}
-
-
-def _service_name(resource: Resource) -> Any:
-    """`service.name` of a resource (a process has one or two: read through the mapping
-    protocol once each, not per span)."""
-    known = _SERVICE_NAMES.get(id(resource))
-    if known is None or known[0] is not resource:
-        if len(_SERVICE_NAMES) > 64:  # resources made and dropped (tests): start again
-            _SERVICE_NAMES.clear()
-        known = _SERVICE_NAMES[id(resource)] = (resource, resource.attributes.get("service.name"))
-    return known[1]
 
 
 class JsonlSpanExporter(SpanExporter):

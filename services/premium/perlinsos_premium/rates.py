@@ -9,7 +9,7 @@ them, and premium refuses to start on such a table (`check_rates` at start-up).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from itertools import pairwise
 
@@ -55,14 +55,16 @@ def rate_problems(rates: Iterable[Rate]) -> list[str]:
 @dataclass(frozen=True)
 class RateTable:
     rates: tuple[Rate, ...]
+    # (line, period) -> both amounts, as found: every participant of a batch is priced for
+    # the same few months (the table itself never changes)
+    _monthly: dict[tuple[str, str], tuple[int, int]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         problems = rate_problems(self.rates)
         if problems:
             raise RateTableError("rate table refused: " + "; ".join(problems))
-        # (line, period) -> both amounts, as found: every participant of a batch is priced
-        # for the same few months (the table itself never changes)
-        object.__setattr__(self, "_monthly", {})
 
     def amount(self, funding_line: str, component: str, period: str) -> int:
         """The rate in force on the first day of the period; a missing rate is an error."""
@@ -79,10 +81,9 @@ class RateTable:
         raise LookupError(f"no {component} rate for {funding_line} in {period}")
 
     def monthly(self, funding_line: str, period: str) -> tuple[int, int]:
-        memo: dict[tuple[str, str], tuple[int, int]] = self._monthly  # type: ignore[attr-defined]
-        found = memo.get((funding_line, period))
+        found = self._monthly.get((funding_line, period))
         if found is None:  # a missing rate raises every time it is asked for
-            found = memo[funding_line, period] = (
+            found = self._monthly[funding_line, period] = (
                 self.amount(funding_line, "JKK", period),
                 self.amount(funding_line, "JKM", period),
             )
