@@ -5,8 +5,9 @@ for: `perlinsos outbox replay` refills a broker that lost its topics from the ou
 still kept, and consumers drop a replayed event because its id is still in their inbox.
 An event leaves a producer's outbox `window` after it was written (published rows keep
 no time of publication: migration 0005) and a consumer's inbox `window` after it was
-received (later), so every event a replay can send again is still known to its consumers. The personal data outbox rows carry (NIK, names, phones in
-enrolments and decisions) goes with them. Rows not published yet are never deleted.
+received (later), so every event a replay can send again is still known to its
+consumers. The personal data outbox rows carry (NIK, names, phones in enrolments and
+decisions) goes with them. Rows not published yet are never deleted.
 
 Deletes go in small batches (short transactions; no long lock on a busy table), once an
 hour, in every service, as a supervised loop: errors escape and it starts again.
@@ -43,8 +44,8 @@ async def _in_batches(pool: asyncpg.Pool, sql: str, days: float) -> int:
 
 
 async def prune(pool: asyncpg.Pool, days: float) -> Pruned:
-    """Delete published outbox rows written more than `days` ago and inbox ids received more than
-    `days` ago; how many of each."""
+    """Delete published outbox rows written more than `days` ago and inbox ids received
+    more than `days` ago; how many of each."""
     outbox = await _in_batches(
         pool,
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox o"
