@@ -150,3 +150,50 @@ def test_parent_from_headers_reads_what_the_w3c_propagator_reads(traceparent: st
     else:
         assert parent == expected
         assert parent.trace_state == expected.trace_state
+
+
+@pytest.mark.parametrize("parent_flags", ["01", "03", "00", None])  # None: no current span
+@pytest.mark.parametrize("n_links", [0, 3, 130])  # 130: over the SDK's limit of 128
+def test_short_path_under_the_current_span_makes_the_sdk_span(
+    parent_flags: str | None, n_links: int
+) -> None:
+    """A consumer's batch span: a child of the current span (FastStream's), linking the
+    batch's message spans; the same record as the SDK tracer's `start_span`."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    provider, exporter = _provider()
+    short = ConsumerSpans("perlinsos.consumer", provider=provider)
+    sdk_tracer = provider.get_tracer("perlinsos.consumer")
+    links = [
+        Link(SpanContext(0x1234, i + 1, is_remote=False, trace_flags=TraceFlags(1)))
+        for i in range(n_links)
+    ]
+    links.append(Link(SpanContext(0, 0, is_remote=False)))  # invalid: never kept
+    headers = {} if parent_flags is None else {"traceparent": PARENT[:-2] + parent_flags}
+    token = otel_context.attach(context_from_headers(headers))
+    try:
+        parent = trace.get_current_span()
+        with trace.use_span(parent):
+            made = [
+                short.start_in_current("t batch", attributes=dict(ATTRIBUTES), links=links),
+                sdk_tracer.start_span("t batch", attributes=dict(ATTRIBUTES), links=links),
+            ]
+    finally:
+        otel_context.detach(token)
+    for span in made:
+        span.end()
+    lean, sdk = (s.get_span_context() for s in made)
+    assert (lean.trace_flags, lean.trace_state) == (sdk.trace_flags, sdk.trace_state)
+    finished = exporter.get_finished_spans()
+    if not sdk.trace_flags.sampled:
+        assert finished == () and isinstance(made[0], NonRecordingSpan)
+        return
+    short_record, sdk_record = (_comparable(s) for s in finished)
+    if parent_flags is None:  # each started a trace of its own
+        assert short_record.pop("trace_id") != sdk_record.pop("trace_id")
+    else:
+        assert lean.trace_id == sdk.trace_id == int(PARENT.split("-")[1], 16)
+    assert short_record == sdk_record
+    assert len(short_record["links"]) == min(n_links, 128)

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import asyncpg
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, Status, StatusCode
 from pydantic import ValidationError
 
 from perlinsos_shared import inbox
@@ -46,7 +46,6 @@ from perlinsos_shared.topics import Topic
 
 log = logging.getLogger("perlinsos.consumer")
 MAX_BATCH_LINKS = 128  # the SDK's default link limit per span
-tracer = trace.get_tracer("perlinsos.consumer")
 consumer_spans = ConsumerSpans("perlinsos.consumer")
 
 # SQLSTATE classes and codes that say "the database, not this message": 08 connection
@@ -106,7 +105,15 @@ class Incoming:
     headers: dict[str, str]
     record: Record
     span: Span | None = None
-    trace_headers: dict[str, str] = field(default_factory=dict)
+    _trace_headers: dict[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def trace_headers(self) -> dict[str, str]:
+        """The message's span as W3C headers, for what the handler writes on its behalf
+        (formatted at the first use: many messages write nothing of their own)."""
+        if self._trace_headers is None:
+            self._trace_headers = span_headers(self.span) if self.span is not None else {}
+        return self._trace_headers
 
     @property
     def id(self) -> str:
@@ -269,9 +276,8 @@ class BatchConsumer:
         # The batch's database work belongs to no single message: a span of its own (in
         # the broker's batch trace) that links each message's span, parent of the SQL spans.
         links = [Link(m.span.get_span_context()) for m in good[:MAX_BATCH_LINKS] if m.span]
-        batch_span = tracer.start_span(
+        batch_span = consumer_spans.start_in_current(
             f"{self.topic.name} batch",
-            kind=SpanKind.INTERNAL,
             links=links,
             attributes={
                 "messaging.destination.name": self.topic.name,
@@ -296,8 +302,8 @@ class BatchConsumer:
     def _open_spans(self, messages: list[Incoming]) -> None:
         """One CONSUMER span per message, a child of the span that produced it.
 
-        The span's context goes into `Incoming.trace_headers`: what the handler writes to
-        the outbox for this message carries it, so the next hop continues the same trace.
+        The span's context is `Incoming.trace_headers`: what the handler writes to the
+        outbox for this message carries it, so the next hop continues the same trace.
         Attributes carry only ids that are not personal data (agency reference, participant
         id, decision id), which `perlinsos trace` searches.
         """
@@ -316,9 +322,7 @@ class BatchConsumer:
                 "cloudevents.event_type": envelope.type,
             }
             attributes.update(correlation_attributes(envelope.data))
-            span = consumer_spans.start(name, m.headers, attributes=attributes)
-            m.span = span
-            m.trace_headers = span_headers(span)
+            m.span = consumer_spans.start(name, m.headers, attributes=attributes)
 
     def _close_spans(self, messages: list[Incoming], error: str | None = None) -> None:
         for m in messages:

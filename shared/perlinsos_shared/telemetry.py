@@ -462,15 +462,34 @@ def start_linked_span(
     attributes: Attributes = None,
     tracer: trace.Tracer | None = None,
 ) -> Span:
-    """A new trace for work that coalesces many messages: links each source, parents none.
+    """A new trace for work that coalesces many messages: links each source (the span
+    whose context each of `sources` holds as W3C headers), parents none.
 
     Use it where one event stands for a batch (premium's summaries): parenting it on the
     last message of the batch would put it in one submission's trace and lie about the rest.
     """
+    return start_span_linking(
+        name, map(_context_of, sources), kind=kind, attributes=attributes, tracer=tracer
+    )
+
+
+def _context_of(headers: Mapping[str, str]) -> SpanContext:
+    return trace.get_current_span(context_from_headers(headers)).get_span_context()
+
+
+def start_span_linking(
+    name: str,
+    contexts: Iterable[SpanContext],
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Attributes = None,
+    tracer: trace.Tracer | None = None,
+) -> Span:
+    """`start_linked_span` of the sources' span contexts themselves (a consumer's
+    messages' spans: no W3C headers written and read back)."""
     links: list[Link] = []
     seen: set[int] = set()
-    for headers in sources:
-        ctx = trace.get_current_span(context_from_headers(headers)).get_span_context()
+    for ctx in contexts:
         if ctx.is_valid and ctx.span_id not in seen:
             seen.add(ctx.span_id)
             links.append(Link(ctx))
@@ -483,10 +502,10 @@ def start_linked_span(
     )
 
 
-def coalesced_trace_headers(name: str, sources: Iterable[Mapping[str, str]]) -> dict[str, str]:
+def coalesced_span_headers(name: str, contexts: Iterable[SpanContext]) -> dict[str, str]:
     """Trace headers for an outbox row that stands for many messages (a summary of a
-    batch): a short span in a trace of its own that links every source message's span."""
-    span = start_linked_span(name, sources)
+    batch): a short span in a trace of its own that links each source message's span."""
+    span = start_span_linking(name, contexts)
     span.end()
     return span_headers(span)
 
@@ -535,6 +554,7 @@ class _LeanSpan(Span, ReadableSpan):
         kind: SpanKind,
         attributes: dict[str, Any],
         scope: InstrumentationScope,
+        links: tuple[Link, ...] = (),
     ) -> None:
         self._processors = provider.processors
         self._name = name
@@ -545,7 +565,7 @@ class _LeanSpan(Span, ReadableSpan):
         self._values = attributes
         self._attributes = attributes
         self._events: list[Event] = []
-        self._links: tuple[Link, ...] = ()
+        self._links = links
         self._resource = provider.resource
         self._instrumentation_info = None
         self._instrumentation_scope = scope
@@ -621,9 +641,10 @@ class _LeanSpan(Span, ReadableSpan):
 
 
 class ConsumerSpans:
-    """Spans of one instrumentation scope started from stored W3C headers: on the short
-    path in a service whose tracing `setup_tracing` made (a `ServiceTracerProvider`),
-    else by the provider's own tracer (the same spans; e.g. under a test's provider)."""
+    """Spans of one instrumentation scope, started from stored W3C headers (`start`) or
+    under the current span (`start_in_current`): on the short path in a service whose
+    tracing `setup_tracing` made (a `ServiceTracerProvider`), else by the provider's own
+    tracer (the same spans; e.g. under a test's provider)."""
 
     def __init__(self, scope: str, provider: trace.TracerProvider | None = None) -> None:
         self._scope_name = scope
@@ -645,19 +666,49 @@ class ConsumerSpans:
             return provider.get_tracer(self._scope_name).start_span(
                 name, context=context_from_headers(parent_headers), kind=kind, attributes=attributes
             )
+        return self._start(provider, name, parent_from_headers(parent_headers), kind, attributes)
+
+    def start_in_current(
+        self,
+        name: str,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: dict[str, Any],
+        links: Sequence[Link] = (),
+    ) -> Span:
+        """A span under the current span (a new trace when there is none), linking
+        `links`: what the tracer's `start_span(name, kind=, attributes=, links=)` makes."""
+        provider = self._provider or trace.get_tracer_provider()
+        if not isinstance(provider, ServiceTracerProvider) or not provider.enabled:
+            return provider.get_tracer(self._scope_name).start_span(
+                name, kind=kind, attributes=attributes, links=links
+            )
+        parent = trace.get_current_span().get_span_context()
+        return self._start(
+            provider, name, parent if parent.is_valid else None, kind, attributes, links
+        )
+
+    def _start(
+        self,
+        provider: ServiceTracerProvider,
+        name: str,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link] = (),
+    ) -> Span:
         ids = provider.id_generator
-        parent = parent_from_headers(parent_headers)
         if parent is not None:
-            # `make_sampler` is parent-based: a remote parent's decision is the span's, with
-            # its trace state (what the sampler answers, without the context object it
-            # would have to be asked with)
+            # `make_sampler` is parent-based: a parent's decision is the span's, with its
+            # trace state (what the sampler answers, without the context object it would
+            # have to be asked with)
             trace_id = parent.trace_id
             flags = parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
             state: TraceState | None = parent.trace_state
         else:  # a new trace: the root sampler decides (one in ten, say)
             trace_id = ids.generate_trace_id()
             result = provider.sampler.should_sample(
-                otel_context.Context(), trace_id, name, kind, attributes
+                otel_context.Context(), trace_id, name, kind, attributes, links or None
             )
             flags = TraceFlags.DEFAULT
             if result.decision is Decision.RECORD_AND_SAMPLE:
@@ -676,6 +727,13 @@ class ConsumerSpans:
         )
         if not flags & TraceFlags.SAMPLED:
             return NonRecordingSpan(own)
-        span = _LeanSpan(provider, name, own, parent, kind, attributes, self._scope)
+        # the links the SDK keeps (`Span._new_links`): a valid context, or attributes or a
+        # trace state; the last `MAX_LINKS` of them (its default limit)
+        kept = tuple(
+            link
+            for link in links
+            if link.context.is_valid or link.attributes or link.context.trace_state
+        )[-MAX_LINKS:]
+        span = _LeanSpan(provider, name, own, parent, kind, attributes, self._scope, kept)
         provider.processors.on_start(span, parent_context=None)  # type: ignore[arg-type]
         return span
