@@ -102,7 +102,9 @@ class AgencyKey:
     def _signer(self) -> SigningKey:
         """The same key for libsodium (its 32-byte seed), made at the first signature."""
         seed = self.private.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
         )
         return SigningKey(seed)
 

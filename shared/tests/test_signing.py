@@ -14,12 +14,12 @@ from perlinsos_shared.signing import (
     HEADER,
     KeyRing,
     KeyRingFile,
+    _b64,
     agency_keys,
     ensure_agency_keys,
     new_agency_key,
     sign_as_claimed,
     signing_key,
-    _b64,
     write_key_ring,
 )
 
