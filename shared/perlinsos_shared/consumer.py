@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import asyncpg
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from perlinsos_shared import inbox
@@ -46,6 +46,7 @@ from perlinsos_shared.topics import Topic
 
 log = logging.getLogger("perlinsos.consumer")
 MAX_BATCH_LINKS = 128  # the SDK's default link limit per span
+tracer = trace.get_tracer("perlinsos.consumer")
 consumer_spans = ConsumerSpans("perlinsos.consumer")
 
 # SQLSTATE classes and codes that say "the database, not this message": 08 connection
@@ -276,8 +277,9 @@ class BatchConsumer:
         # The batch's database work belongs to no single message: a span of its own (in
         # the broker's batch trace) that links each message's span, parent of the SQL spans.
         links = [Link(m.span.get_span_context()) for m in good[:MAX_BATCH_LINKS] if m.span]
-        batch_span = consumer_spans.start_in_current(
+        batch_span = tracer.start_span(
             f"{self.topic.name} batch",
+            kind=SpanKind.INTERNAL,
             links=links,
             attributes={
                 "messaging.destination.name": self.topic.name,

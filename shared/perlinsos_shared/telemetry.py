@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from time import time_ns
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ from opentelemetry.sdk.trace import (
     Event,
     ReadableSpan,
     SynchronousMultiSpanProcessor,
+    Tracer,
     TracerProvider,
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -510,23 +512,27 @@ def coalesced_span_headers(name: str, contexts: Iterable[SpanContext]) -> dict[s
     return span_headers(span)
 
 
-# --- consumer spans on a short path -----------------------------------------------------
+# --- spans on a short path ---------------------------------------------------------------
 #
 # Every message a service consumes gets a CONSUMER span (five per enrolment across the
-# services). Made by the SDK's tracer, each one costs a context object for its parent, a
+# services), every batch a span of its own and one per SQL statement, every fetch two of
+# FastStream's. Made by the SDK's tracer, each one costs a context object for its parent, a
 # sampling call, an attribute store that checks and copies every attribute under a lock,
 # two bounded lists (events, links) with a lock each, a lock to start, a lock to end and a
 # copy of the span for the processors: more than the message's own handling in premium.
-# `ConsumerSpans` makes the same span (same sampler decision, ids, parent, attributes,
-# resource and scope; handed to the same span processors when it ends) with plain values:
-# attributes of plain types are stored as given (others are cleaned as the SDK cleans
-# them). The SDK's attribute limits (`OTEL_SPAN_ATTRIBUTE_*`) are not applied: the
-# consumer sets a fixed dozen of short values.
+# The tracers of a `ServiceTracerProvider` (`_LeanTracer`) and `ConsumerSpans` make the
+# same span (same sampler decision, ids, parent, attributes, links, resource and scope;
+# handed to the same span processors when it ends) with plain values: attributes of plain
+# types are stored as given (others are cleaned as the SDK cleans them). The SDK's
+# attribute and link-attribute limits (`OTEL_SPAN_ATTRIBUTE_*`, `OTEL_LINK_ATTRIBUTE_*`) and
+# its own internal metrics (`OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`) are not applied:
+# the spans here carry a dozen short values at most.
 
 
 class ServiceTracerProvider(TracerProvider):
-    """The SDK's provider with `make_sampler`'s sampler, holding on to its span processors
-    so that `ConsumerSpans` can hand them the spans it makes."""
+    """The SDK's provider with `make_sampler`'s sampler, whose tracers make their spans on
+    the short path; it holds on to its span processors so that `ConsumerSpans` can hand
+    them the spans it makes."""
 
     def __init__(self, resource: Resource) -> None:
         self.processors = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
@@ -535,15 +541,154 @@ class ServiceTracerProvider(TracerProvider):
         )
         # `OTEL_SDK_DISABLED=true`: the provider's tracers make no spans; nor does the short path
         self.enabled = os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() != "true"
+        self._lean: dict[InstrumentationScope, _LeanTracer] = {}
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        """The SDK's tracer for this scope (its configuration and scope), making its
+        spans on the short path."""
+        sdk = super().get_tracer(
+            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+        )
+        if not isinstance(sdk, Tracer):  # disabled: the SDK's no-op tracer
+            return sdk
+        scope = sdk._instrumentation_scope
+        lean = self._lean.get(scope)
+        if lean is None:
+            lean = self._lean.setdefault(scope, _LeanTracer(self, sdk))
+        return lean
+
+
+class _LeanTracer(Tracer):
+    """The SDK's tracer (same sampler, resource, processors, ids and scope) whose recording
+    spans are `_LeanSpan`s."""
+
+    def __init__(self, provider: ServiceTracerProvider, sdk: Tracer) -> None:
+        super().__init__(
+            sdk.sampler,
+            sdk.resource,
+            sdk.span_processor,
+            sdk.id_generator,
+            sdk.instrumentation_info,
+            sdk._span_limits,
+            sdk._instrumentation_scope,
+            _tracer_config=sdk._tracer_config,
+        )
+        self._provider = provider
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        if not self._is_enabled():
+            return super().start_span(
+                name, context, kind, attributes, links, start_time, record_exception,
+                set_status_on_exception,
+            )  # fmt: skip
+        parent = trace.get_current_span(context).get_span_context()
+        span = _start_span(
+            self._provider,
+            self._instrumentation_scope,
+            name,
+            parent if parent.is_valid else None,
+            kind,
+            _plain(attributes),
+            links or (),
+            start_time,
+        )
+        if isinstance(span, _LeanSpan):
+            span._record_exception = record_exception
+            span._set_status_on_exception = set_status_on_exception
+        return span
+
+
+def _plain(attributes: Attributes) -> dict[str, Any]:
+    """A span's own copy of `attributes`: as given when every value is of a plain type,
+    else cleaned as the SDK cleans them (sequences made tuples, invalid ones dropped)."""
+    if not attributes:
+        return {}
+    if "" not in attributes and all(type(v) in _PLAIN_TYPES for v in attributes.values()):
+        return dict(attributes)
+    return dict(BoundedAttributes(attributes=attributes, immutable=False))
 
 
 _PLAIN_VALUES = (str, int, bool, float)
+_PLAIN_TYPES = frozenset(_PLAIN_VALUES)
 _UNSET = Status(StatusCode.UNSET)
+
+
+def _start_span(
+    provider: ServiceTracerProvider,
+    scope: InstrumentationScope,
+    name: str,
+    parent: SpanContext | None,
+    kind: SpanKind,
+    attributes: dict[str, Any],
+    links: Sequence[Link] = (),
+    start_time: int | None = None,
+) -> Span:
+    """What the SDK's `Tracer.start_span` makes under `parent` (None: a new trace), with
+    `attributes` (plain values, the span's own from now on)."""
+    ids = provider.id_generator
+    if parent is not None:
+        # `make_sampler` is parent-based: a parent's decision is the span's, with its
+        # trace state (what the sampler answers, without the context object it would
+        # have to be asked with)
+        trace_id = parent.trace_id
+        flags = parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+        state: TraceState | None = parent.trace_state
+    else:  # a new trace: the root sampler decides (one in ten, say)
+        trace_id = ids.generate_trace_id()
+        result = provider.sampler.should_sample(
+            otel_context.Context(), trace_id, name, kind, attributes, links
+        )
+        flags = TraceFlags.DEFAULT
+        if result.decision is Decision.RECORD_AND_SAMPLE:
+            flags = TraceFlags.SAMPLED
+        if ids.is_trace_id_random():
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        state = result.trace_state
+        if len(result.attributes) != len(attributes):  # the sampler added some
+            attributes = {**attributes, **result.attributes}
+    own = SpanContext(
+        trace_id,
+        ids.generate_span_id(),
+        is_remote=False,
+        trace_flags=TraceFlags(flags),
+        trace_state=state,
+    )
+    if not flags & TraceFlags.SAMPLED:
+        return NonRecordingSpan(own)
+    # the links the SDK keeps (`Span._new_links`): a valid context, or attributes or a
+    # trace state; the last `MAX_LINKS` of them (its default limit)
+    kept = tuple(
+        link
+        for link in links
+        if link.context.is_valid or link.attributes or link.context.trace_state
+    )[-MAX_LINKS:]
+    span = _LeanSpan(provider, name, own, parent, kind, attributes, scope, kept, start_time)
+    provider.processors.on_start(span, parent_context=None)  # type: ignore[arg-type]
+    return span
 
 
 class _LeanSpan(Span, ReadableSpan):
     """A recording span of plain values that is its own finished record (`ReadableSpan`)
     once ended (nothing changes it after `end`)."""
+
+    _record_exception = True
+    _set_status_on_exception = True
 
     def __init__(
         self,
@@ -555,6 +700,7 @@ class _LeanSpan(Span, ReadableSpan):
         attributes: dict[str, Any],
         scope: InstrumentationScope,
         links: tuple[Link, ...] = (),
+        start_time: int | None = None,
     ) -> None:
         self._processors = provider.processors
         self._name = name
@@ -570,7 +716,7 @@ class _LeanSpan(Span, ReadableSpan):
         self._instrumentation_info = None
         self._instrumentation_scope = scope
         self._status = _UNSET
-        self._start_time = time_ns()
+        self._start_time = start_time if start_time is not None else time_ns()
         self._end_time: int | None = None
 
     def get_span_context(self) -> SpanContext:
@@ -633,6 +779,21 @@ class _LeanSpan(Span, ReadableSpan):
         recorded.update(attributes or {})
         self.add_event("exception", recorded, timestamp)
 
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        """Ends the span; an exception escaping a `with span:` block is recorded as the
+        SDK's span records it."""
+        if exc_val is not None and self.is_recording():
+            if self._record_exception:
+                self.record_exception(exc_val, escaped=True)
+            if self._set_status_on_exception:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
             return
@@ -641,10 +802,9 @@ class _LeanSpan(Span, ReadableSpan):
 
 
 class ConsumerSpans:
-    """Spans of one instrumentation scope, started from stored W3C headers (`start`) or
-    under the current span (`start_in_current`): on the short path in a service whose
-    tracing `setup_tracing` made (a `ServiceTracerProvider`), else by the provider's own
-    tracer (the same spans; e.g. under a test's provider)."""
+    """Spans of one instrumentation scope started from stored W3C headers: on the short
+    path in a service whose tracing `setup_tracing` made (a `ServiceTracerProvider`),
+    else by the provider's own tracer (the same spans; e.g. under a test's provider)."""
 
     def __init__(self, scope: str, provider: trace.TracerProvider | None = None) -> None:
         self._scope_name = scope
@@ -666,74 +826,6 @@ class ConsumerSpans:
             return provider.get_tracer(self._scope_name).start_span(
                 name, context=context_from_headers(parent_headers), kind=kind, attributes=attributes
             )
-        return self._start(provider, name, parent_from_headers(parent_headers), kind, attributes)
-
-    def start_in_current(
-        self,
-        name: str,
-        *,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: dict[str, Any],
-        links: Sequence[Link] = (),
-    ) -> Span:
-        """A span under the current span (a new trace when there is none), linking
-        `links`: what the tracer's `start_span(name, kind=, attributes=, links=)` makes."""
-        provider = self._provider or trace.get_tracer_provider()
-        if not isinstance(provider, ServiceTracerProvider) or not provider.enabled:
-            return provider.get_tracer(self._scope_name).start_span(
-                name, kind=kind, attributes=attributes, links=links
-            )
-        parent = trace.get_current_span().get_span_context()
-        return self._start(
-            provider, name, parent if parent.is_valid else None, kind, attributes, links
+        return _start_span(
+            provider, self._scope, name, parent_from_headers(parent_headers), kind, attributes
         )
-
-    def _start(
-        self,
-        provider: ServiceTracerProvider,
-        name: str,
-        parent: SpanContext | None,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-        links: Sequence[Link] = (),
-    ) -> Span:
-        ids = provider.id_generator
-        if parent is not None:
-            # `make_sampler` is parent-based: a parent's decision is the span's, with its
-            # trace state (what the sampler answers, without the context object it would
-            # have to be asked with)
-            trace_id = parent.trace_id
-            flags = parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
-            state: TraceState | None = parent.trace_state
-        else:  # a new trace: the root sampler decides (one in ten, say)
-            trace_id = ids.generate_trace_id()
-            result = provider.sampler.should_sample(
-                otel_context.Context(), trace_id, name, kind, attributes, links or None
-            )
-            flags = TraceFlags.DEFAULT
-            if result.decision is Decision.RECORD_AND_SAMPLE:
-                flags = TraceFlags.SAMPLED
-            if ids.is_trace_id_random():
-                flags |= TraceFlags.RANDOM_TRACE_ID
-            state = result.trace_state
-            if len(result.attributes) != len(attributes):  # the sampler added some
-                attributes = {**attributes, **result.attributes}
-        own = SpanContext(
-            trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=TraceFlags(flags),
-            trace_state=state,
-        )
-        if not flags & TraceFlags.SAMPLED:
-            return NonRecordingSpan(own)
-        # the links the SDK keeps (`Span._new_links`): a valid context, or attributes or a
-        # trace state; the last `MAX_LINKS` of them (its default limit)
-        kept = tuple(
-            link
-            for link in links
-            if link.context.is_valid or link.attributes or link.context.trace_state
-        )[-MAX_LINKS:]
-        span = _LeanSpan(provider, name, own, parent, kind, attributes, self._scope, kept)
-        provider.processors.on_start(span, parent_context=None)  # type: ignore[arg-type]
-        return span
