@@ -104,10 +104,22 @@ def _ascii_digits(text: str) -> int:
 def scrub(text: str) -> str:
     """`text` with every NIK-shaped or phone-shaped run masked and database error
     details (which quote row values) removed."""
+    if len(text) <= _SHORT:
+        return _scrub_short(text)
     if _ascii_digits(text) < 9 and "DETAIL:" not in text:
         return text  # fewer digits than any phone, and no database error detail
-    if len(text) > 256:  # long texts repeat (SQL statements, stack traces): cache them
-        return _scrub_cached(text)
+    return _scrub_cached(text)  # long texts repeat (SQL statements, stack traces)
+
+
+_SHORT = 256
+
+
+@lru_cache(maxsize=4096)
+def _scrub_short(text: str) -> str:
+    """Short texts mostly repeat (span names, SQL statements, agencies, the database's
+    name and user): looked up rather than counted and searched again for every span."""
+    if _ascii_digits(text) < 9 and "DETAIL:" not in text:
+        return text
     return _scrub(text)
 
 
@@ -154,23 +166,21 @@ def scrub_value(value: Any) -> Any:
 
 
 def scrub_attributes(attributes: Attributes | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of `attributes` with the values of every attribute not in `SAFE_ATTRIBUTES`
+    scrubbed (in their order). The SDK's `BoundedAttributes` keeps a plain dict, copied
+    at C speed; any other mapping is copied as a mapping."""
     if not attributes:
         return {}
-    return {
-        k: v if k in SAFE_ATTRIBUTES or not isinstance(v, _SCRUBBED_TYPES) else scrub_value(v)
-        for k, v in _items(attributes)
-    }
+    inner = getattr(attributes, "_dict", None)
+    out = dict(inner if isinstance(inner, dict) else attributes)
+    for key in out.keys() - SAFE_ATTRIBUTES:
+        value = out[key]
+        if isinstance(value, _SCRUBBED_TYPES):
+            out[key] = scrub_value(value)
+    return out
 
 
 _SCRUBBED_TYPES = (str, tuple, list)
-
-
-def _items(attributes: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
-    """The pairs of an attribute mapping. The SDK's `BoundedAttributes` keeps a plain dict
-    (read at C speed; through the mapping protocol each pair is two Python calls); any
-    other mapping is read as a mapping."""
-    inner = getattr(attributes, "_dict", None)
-    return inner.items() if isinstance(inner, dict) else attributes.items()
 
 
 _KIND_NAMES = {kind: kind.name for kind in SpanKind}
