@@ -10,7 +10,8 @@ the gaps between them.
 
 A quicker loop than `make bench` while working on latency; the figures are the same kind,
 with the CPU seconds of every process per 1,000 people over the run (the fake provider's
-own, counted apart: it is not part of the system) and per second at rest before it. `--profile DIR` also samples every
+own, counted apart: it is not part of the system) and per second at rest before it, and the
+WAL bytes PostgreSQL wrote per person over the run. `--profile DIR` also samples every
 service with py-spy while it runs (as `make profile` does for the cohort) and prints each
 one's top costs; PostgreSQL is then started with `pg_stat_statements` and its top
 statements are printed too.
