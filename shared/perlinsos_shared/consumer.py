@@ -37,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
-from perlinsos_shared import inbox
+from perlinsos_shared import db, inbox
 from perlinsos_shared.envelope import RawEnvelope, decode_message
 from perlinsos_shared.metrics import platform
 from perlinsos_shared.outbox import Outbox
@@ -330,14 +330,13 @@ class BatchConsumer:
             m.span = None
 
     async def _transaction(self, good: list[Incoming], bad: list[tuple[Record, str]]) -> None:
-        pool = self._pool_getter()
-        async with pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self._pool_getter()) as conn:
             outbox = Outbox()
             for record, error in bad:
                 dead_letter(outbox, self.topic, record, error, self.service)
                 if self._on_undecodable:
                     self._on_undecodable(record, error, outbox)
-            fresh_keys = await inbox.claim(conn, self.topic.name, [m.event_key for m in good])
+            fresh_keys = await inbox.claim(conn, [m.event_key for m in good])
             fresh: list[Incoming] = []
             for m in good:
                 if m.event_key in fresh_keys:
@@ -465,9 +464,7 @@ class BatchConsumer:
                 if event_key is not None:
                     try:
                         async with conn.transaction():  # a savepoint
-                            await inbox.claim(
-                                conn, self.topic.name, [event_key], dead_lettered=True
-                            )
+                            await inbox.claim(conn, [event_key], dead_lettered=True)
                     except asyncpg.PostgresError as exc:
                         if is_transient(exc):
                             raise

@@ -103,7 +103,7 @@ class Outbox:
             return
         await conn.execute(
             "WITH o AS (INSERT INTO outbox (topic, key, value, headers)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[])"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::json[])"
             " RETURNING id) INSERT INTO outbox_pending (id) SELECT id FROM o",
             self.topics,
             self.keys,
