@@ -114,7 +114,7 @@ def measure(rate: float, seconds: float, base: Path, profile: Path | None = None
     from benchmarks.suite import _start_provider
     from perlinsos_devruntime import embedded
     from perlinsos_devruntime.embedded import free_port
-    from perlinsos_devruntime.stack import Stack
+    from perlinsos_devruntime.stack import EMBEDDED_TOPIC_PARTITIONS, Stack
     from perlinsos_shared.settings import Settings
 
     state = base / "state"
@@ -129,6 +129,7 @@ def measure(rate: float, seconds: float, base: Path, profile: Path | None = None
         kafka_port=free_port(),
         pg_port=free_port(),
         http_port_base=0,
+        topic_partitions=EMBEDDED_TOPIC_PARTITIONS,
     )
     if profile is not None:
         embedded.PG_SETTINGS = {
