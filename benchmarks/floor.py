@@ -26,7 +26,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 HOPS = 4
-PARTITIONS = 6  # as registry.intake.v1, registry.participants.v1 and the decisions topic
 BATCH = 2000
 DATABASE = "bench_floor"
 
@@ -77,13 +76,16 @@ async def _hop(bootstrap: str, dsn: str, source: str, target: str, table: str) -
         await conn.close()
 
 
-async def _prepare(bootstrap: str, admin_dsn: str, run: str) -> tuple[list[str], str]:
-    """Topics floor.<run>.0..4 and a database of its own with one table per hop."""
+async def _prepare(
+    bootstrap: str, admin_dsn: str, run: str, partitions: int
+) -> tuple[list[str], str]:
+    """Topics floor.<run>.0..4 (as many partitions as the system's topics on the same broker)
+    and a database of its own with one table per hop."""
     topics = [f"bench.floor.{run}.{i}" for i in range(HOPS + 1)]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
     finally:
         await admin.close()
     conn = await asyncpg.connect(admin_dsn)
@@ -113,10 +115,11 @@ async def _publish_and_wait(
     keys: Sequence[bytes],
     timeout: float,
     hops: Sequence[subprocess.Popen[str]],
+    partitions: int,
 ) -> float:
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await reader.start()
-    parts = [TopicPartition(last, p) for p in range(PARTITIONS)]
+    parts = [TopicPartition(last, p) for p in range(partitions)]
     reader.assign(parts)
     await reader.seek_to_beginning(*parts)
     producer = AIOKafkaProducer(
@@ -147,10 +150,12 @@ def run_floor(
     events: Sequence[bytes],
     keys: Sequence[bytes],
     run: str,
+    partitions: int,
     timeout: float = 600,
 ) -> dict[str, float | int]:
-    """Time `events` through the 4 hops; the hop processes are started and stopped here."""
-    topics, dsn = asyncio.run(_prepare(bootstrap, admin_dsn, run))
+    """Time `events` through the 4 hops, each topic with `partitions` partitions; the hop
+    processes are started and stopped here."""
+    topics, dsn = asyncio.run(_prepare(bootstrap, admin_dsn, run, partitions))
     hops = [
         subprocess.Popen(
             [
@@ -175,7 +180,9 @@ def run_floor(
             if h.stdout.readline().strip() != "ready":
                 raise RuntimeError("a floor hop did not start")
         seconds = asyncio.run(
-            _publish_and_wait(bootstrap, topics[0], topics[-1], events, keys, timeout, hops)
+            _publish_and_wait(
+                bootstrap, topics[0], topics[-1], events, keys, timeout, hops, partitions
+            )
         )
     finally:
         for h in hops:
@@ -192,6 +199,7 @@ def run_floor(
     return {
         "events": len(events),
         "hops": HOPS,
+        "partitions": partitions,
         "seconds": round(seconds, 2),
         "events_per_s": round(len(events) / seconds),
     }

@@ -10,7 +10,8 @@ the gaps between them.
 
 A quicker loop than `make bench` while working on latency; the figures are the same kind,
 with the CPU seconds of every process per 1,000 people over the run (the fake provider's
-own, counted apart: it is not part of the system) and per second at rest before it. `--profile DIR` also samples every
+own, counted apart: it is not part of the system) and per second at rest before it, and the
+WAL bytes PostgreSQL wrote per person over the run. `--profile DIR` also samples every
 service with py-spy while it runs (as `make profile` does for the cohort) and prints each
 one's top costs; PostgreSQL is then started with `pg_stat_statements` and its top
 statements are printed too.
@@ -96,13 +97,24 @@ def hops(
     return {k: _summary(gaps[k]) for k in names if k in gaps}
 
 
+async def _wal_position(database_url: str) -> int:
+    """PostgreSQL's WAL insert position in bytes (the WAL written between two readings)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await conn.close()
+
+
 def measure(rate: float, seconds: float, base: Path, profile: Path | None = None) -> dict[str, Any]:
     from benchmarks import profile as profiling
     from benchmarks.sampler import cpu_seconds, stack_pids
     from benchmarks.suite import _start_provider
     from perlinsos_devruntime import embedded
     from perlinsos_devruntime.embedded import free_port
-    from perlinsos_devruntime.stack import Stack
+    from perlinsos_devruntime.stack import EMBEDDED_TOPIC_PARTITIONS, Stack
     from perlinsos_shared.settings import Settings
 
     state = base / "state"
@@ -117,6 +129,7 @@ def measure(rate: float, seconds: float, base: Path, profile: Path | None = None
         kafka_port=free_port(),
         pg_port=free_port(),
         http_port_base=0,
+        topic_partitions=EMBEDDED_TOPIC_PARTITIONS,
     )
     if profile is not None:
         embedded.PG_SETTINGS = {
@@ -148,16 +161,19 @@ def measure(rate: float, seconds: float, base: Path, profile: Path | None = None
         after = cpu_seconds(pids)
         figures_idle = {k: round((after[k] - before[k]) / IDLE_S, 4) for k in after if k in before}
         before = cpu_seconds(pids)
+        wal_before = asyncio.run(_wal_position(stack.database_url))
         figures = asyncio.run(
             latency.steady(
                 stack.bootstrap_servers, people, rate, sms_log, max(120, 3 * seconds), sent_at
             )
         )
         after = cpu_seconds(pids)
+        wal_after = asyncio.run(_wal_position(stack.database_url))
         cpu = {k: (after[k] - before[k]) * 1000 / n for k in after if k in before}
         cpu["all (provider apart)"] = sum(v for k, v in cpu.items() if not k.startswith("provider"))
         figures["cpu_s_per_1000"] = {k: round(v, 3) for k, v in cpu.items()}
         figures["cpu_s_per_s_at_rest"] = figures_idle
+        figures["wal_bytes_per_person"] = round((wal_after - wal_before) / n)
         if profile is not None:
             profiling.stop_spies(spies)
             statements = asyncio.run(profiling.top_statements(stack.database_url, 15))

@@ -213,7 +213,7 @@ def _record(size: int, rate: int, out: Path, top: int) -> None:
     from perlinsos_cli.cohort_run import generate, run_cohort
     from perlinsos_devruntime import embedded
     from perlinsos_devruntime.embedded import free_port, free_port_block
-    from perlinsos_devruntime.stack import Stack
+    from perlinsos_devruntime.stack import EMBEDDED_TOPIC_PARTITIONS, Stack
     from perlinsos_shared.settings import get_settings
 
     out.mkdir(parents=True, exist_ok=True)
@@ -233,6 +233,7 @@ def _record(size: int, rate: int, out: Path, top: int) -> None:
         kafka_port=free_port(),
         pg_port=free_port(),
         http_port_base=free_port_block(4),
+        topic_partitions=EMBEDDED_TOPIC_PARTITIONS,
     )
     spies: list[subprocess.Popen[bytes]] = []
     try:

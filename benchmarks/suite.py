@@ -35,7 +35,7 @@ from benchmarks.provider import env as provider_env
 from benchmarks.sampler import Sampler, cpu_seconds, stack_pids
 from perlinsos_cli.cohort_run import generate, run_cohort
 from perlinsos_devruntime.embedded import free_port
-from perlinsos_devruntime.stack import SERVICES, Stack
+from perlinsos_devruntime.stack import EMBEDDED_TOPIC_PARTITIONS, SERVICES, Stack
 from perlinsos_shared.gc_tuning import tune_gc
 from perlinsos_shared.intake_client import submission_event
 from perlinsos_shared.settings import Settings
@@ -69,7 +69,13 @@ def run(opts: Options) -> dict[str, Any]:
         for var in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
             os.environ.pop(var, None)
         settings = Settings(PERLINSOS_STATE_DIR=state)
-        stack = Stack(settings, kafka_port=free_port(), pg_port=free_port(), http_port_base=0)
+        stack = Stack(
+            settings,
+            kafka_port=free_port(),
+            pg_port=free_port(),
+            http_port_base=0,
+            topic_partitions=EMBEDDED_TOPIC_PARTITIONS,
+        )
         stack.start_infrastructure()
         sampler = Sampler(stack)
         provider: subprocess.Popen[str] | None = None
@@ -82,7 +88,12 @@ def run(opts: Options) -> dict[str, Any]:
             events = [submission_event(s.agency, s.data) for s in subs]
             keys = [str(s.data.get("nik", "")).encode() for s in subs]
             results["floor"] = run_floor(
-                stack.bootstrap_servers, stack.database_url, events, keys, run="a"
+                stack.bootstrap_servers,
+                stack.database_url,
+                events,
+                keys,
+                run="a",
+                partitions=EMBEDDED_TOPIC_PARTITIONS,
             )
             log(f"floor: {results['floor']}")
 

@@ -1,23 +1,34 @@
-"""Consumer spans on the short path (`ConsumerSpans` under a `ServiceTracerProvider`) are
-the spans the SDK's tracer makes: same trace, parent, sampling decision, attributes,
-resource and scope, handed to every span processor of the provider."""
+"""Spans on the short path (`ConsumerSpans` and the tracers of a `ServiceTracerProvider`)
+are the spans the SDK's tracer makes: same trace, parent, sampling decision, attributes,
+links, resource and scope, handed to every span processor of the provider."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from perlinsos_shared.telemetry import (
     ConsumerSpans,
     ServiceTracerProvider,
     context_from_headers,
+    make_sampler,
     parent_from_headers,
     span_headers,
     span_record,
@@ -150,3 +161,105 @@ def test_parent_from_headers_reads_what_the_w3c_propagator_reads(traceparent: st
     else:
         assert parent == expected
         assert parent.trace_state == expected.trace_state
+
+
+def _sdk_provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    """The SDK's own provider, configured as `ServiceTracerProvider` is."""
+    sdk = TracerProvider(
+        resource=Resource.create({"service.name": "perlinsos-test"}), sampler=make_sampler()
+    )
+    sdk.add_span_processor(SimpleSpanProcessor(exporter))
+    return sdk
+
+
+@pytest.mark.parametrize("parent_flags", ["01", "03", "00", None])  # None: no current span
+@pytest.mark.parametrize("n_links", [0, 3, 130])  # 130: over the SDK's limit of 128
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        ATTRIBUTES,
+        {**ATTRIBUTES, "list": ["a", "b"], "none": None, "bytes": b"x", "": 1},  # cleaned
+        {"db.system": "postgresql", "db.statement": "SELECT 1"},  # an orphan: dropped
+    ],
+)
+def test_the_service_tracer_makes_the_sdk_span(
+    parent_flags: str | None, n_links: int, attributes: dict[str, Any]
+) -> None:
+    """Spans of the provider's tracers (the consumer's batch span, SQL statements,
+    FastStream's): the records the SDK's tracer makes, under the current span or a given
+    context, with links, cleaned attributes and the sampler's decision."""
+    exporter = InMemorySpanExporter()
+    lean_provider = ServiceTracerProvider(Resource.create({"service.name": "perlinsos-test"}))
+    lean_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracers = [
+        lean_provider.get_tracer("scope", "1.2", "https://schema"),
+        _sdk_provider(exporter).get_tracer("scope", "1.2", "https://schema"),
+    ]
+    assert type(tracers[0]) is not type(tracers[1])
+    assert lean_provider.get_tracer("scope", "1.2", "https://schema") is tracers[0]
+    links = [
+        Link(SpanContext(0x1234, i + 1, is_remote=False, trace_flags=TraceFlags(1)))
+        for i in range(n_links)
+    ]
+    links.append(Link(SpanContext(0, 0, is_remote=False)))  # invalid: never kept
+    headers = {} if parent_flags is None else {"traceparent": PARENT[:-2] + parent_flags}
+    kind = SpanKind.CLIENT if "db.system" in attributes else SpanKind.INTERNAL
+    made = []
+    with trace.use_span(trace.get_current_span(context_from_headers(headers))):
+        for tracer in tracers:  # under the current span
+            made.append(tracer.start_span("t", kind=kind, attributes=attributes, links=links))
+    for tracer in tracers:  # under a given context, at a given time
+        made.append(
+            tracer.start_span(
+                "t", context_from_headers(headers), kind, attributes, links, start_time=5
+            )
+        )
+    for span in made:
+        span.set_attribute("perlinsos.batch", "b-1")
+        span.end()
+    contexts = [s.get_span_context() for s in made]
+    for lean, sdk in (contexts[0:2], contexts[2:4]):
+        assert (lean.trace_flags, lean.trace_state) == (sdk.trace_flags, sdk.trace_state)
+        if parent_flags is not None:
+            assert lean.trace_id == sdk.trace_id == int(PARENT.split("-")[1], 16)
+    finished = exporter.get_finished_spans()
+    if not contexts[1].trace_flags.sampled:
+        assert finished == () and isinstance(made[0], NonRecordingSpan)
+        return
+    records = [_comparable(s) for s in finished]
+    if parent_flags is None:  # each started a trace of its own
+        for record in records:
+            record.pop("trace_id")
+    assert records[0] == records[1] and records[2] == records[3]
+    assert len(records[0]["links"]) == min(n_links, 128)
+    assert finished[2].start_time == finished[3].start_time == 5
+    assert [s.instrumentation_scope for s in finished[0:2]] == [
+        InstrumentationScope("scope", "1.2", "https://schema")
+    ] * 2
+
+
+def test_the_service_tracer_records_exceptions_as_the_sdk_does() -> None:
+    exporter = InMemorySpanExporter()
+    lean_provider = ServiceTracerProvider(Resource.create({"service.name": "perlinsos-test"}))
+    lean_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for tracer in (lean_provider.get_tracer("s"), _sdk_provider(exporter).get_tracer("s")):
+        with pytest.raises(ValueError), tracer.start_as_current_span("current"):
+            raise ValueError("one")
+        with pytest.raises(ValueError), tracer.start_span("with"):
+            raise ValueError("two")
+        with (
+            pytest.raises(ValueError),
+            tracer.start_span("quiet", record_exception=False, set_status_on_exception=False),
+        ):
+            raise ValueError("three")
+    finished = exporter.get_finished_spans()
+    lean, sdk = finished[:3], finished[3:]
+    for a, b in zip(lean, sdk, strict=True):
+        assert (a.name, a.status.status_code, a.status.description) == (
+            b.name,
+            b.status.status_code,
+            b.status.description,
+        )
+        assert [(e.name, dict(e.attributes or {})) for e in a.events] == [
+            (e.name, dict(e.attributes or {})) for e in b.events
+        ]

@@ -21,7 +21,7 @@ from perlinsos_cli.bpjs.commands import app as bpjs_app
 from perlinsos_cli.dlq import app as dlq_app
 from perlinsos_cli.outbox import app as outbox_app
 from perlinsos_cli.trace import show as trace_command
-from perlinsos_devruntime.stack import Stack, StackEvent, Step
+from perlinsos_devruntime.stack import EMBEDDED_TOPIC_PARTITIONS, Stack, StackEvent, Step
 from perlinsos_eligibility.cli import app as eligibility_app
 from perlinsos_notify.cli import app as notify_app
 from perlinsos_premium.cli import app as premium_app
@@ -162,7 +162,13 @@ def up(
     with backoff if it exits; an empty broker refilled from the outboxes) until Ctrl-C or
     SIGTERM. Restarts are printed and logged in logs/supervisor.log in the state directory."""
     stop = _install_signal_handlers()
-    stack = Stack(get_settings(), kafka_port=kafka_port, pg_port=pg_port, http_port_base=http_port)
+    stack = Stack(
+        get_settings(),
+        kafka_port=kafka_port,
+        pg_port=pg_port,
+        http_port_base=http_port,
+        topic_partitions=EMBEDDED_TOPIC_PARTITIONS,
+    )
     try:
         _start(stack)
         console.print("running; Ctrl-C to stop")
@@ -202,7 +208,13 @@ def cohort(
     if fresh and embedded and settings.state_dir.exists():
         shutil.rmtree(settings.state_dir)
     stop = _install_signal_handlers()
-    stack = Stack(settings, kafka_port=kafka_port, pg_port=pg_port, http_port_base=http_port)
+    stack = Stack(
+        settings,
+        kafka_port=kafka_port,
+        pg_port=pg_port,
+        http_port_base=http_port,
+        topic_partitions=EMBEDDED_TOPIC_PARTITIONS,
+    )
     try:
         _start(stack)
         with console.status(f"generating {size:,} synthetic enrolments..."):

@@ -85,6 +85,16 @@ START_TIMEOUT_S = 180.0
 # rebalanced (the inbox drops what is delivered again): at 2 s (a 1 s join) that happened
 # three times in a cohort run at load 13.
 EMBEDDED_SESSION_TIMEOUT_MS = 4000
+# Partitions per catalogue topic on the embedded broker, for a stack that runs one
+# instance of each service (`perlinsos up`, `perlinsos cohort`, the benchmarks). The
+# embedded broker (Tansu 0.6, memory storage) stores each produced batch of a partition as
+# one object and, on every fetch that has records for a partition, lists all of that
+# partition's objects: its cost per fetch grows with what the topic holds, and with six
+# partitions a relay round's records of one topic are up to six small batches instead of
+# one. A stack that runs several instances of a service passes `topic_partitions=None`
+# (the catalogue's own counts, as deployments make them). docs/benchmarks.md, "The
+# embedded broker's partitions".
+EMBEDDED_TOPIC_PARTITIONS = 1
 
 
 def for_embedded_broker(settings: Settings) -> Settings:
@@ -187,6 +197,9 @@ class Stack:
     service_database_url: str | None = None
     on_event: Callable[[StackEvent], None] | None = None
     events: list[StackEvent] = field(default_factory=list)
+    # Partitions of every catalogue topic on the embedded broker (None: the catalogue's
+    # own counts); a broker the settings name gets the catalogue's counts.
+    topic_partitions: int | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _supervisor: threading.Thread | None = field(default=None, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -326,7 +339,8 @@ class Stack:
         topic_settings = self.settings.model_copy(
             update={"kafka_bootstrap_servers": self.bootstrap_servers}
         )
-        asyncio.run(ensure_topics(topic_settings))
+        partitions = self.topic_partitions if self.kafka is not None else None
+        asyncio.run(ensure_topics(topic_settings, partitions=partitions))
         provision_agency_topics(topic_settings)
 
     def start_services(

@@ -156,3 +156,32 @@ def test_refuses_port_already_in_use(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="already in use"):
             kafka.start()
         assert kafka.pid is None
+
+
+async def test_topics_get_the_partitions_asked_for_or_the_catalogues(tmp_path: Path) -> None:
+    """`ensure_topics(partitions=1)` (the embedded stack of one instance per service) makes
+    every catalogue topic with one partition; without it, the catalogue's own counts."""
+    from perlinsos_shared.kafka import ensure_topics
+    from perlinsos_shared.settings import Settings
+    from perlinsos_shared.topics import CATALOGUE
+
+    counts: list[dict[str, int]] = []
+    for partitions in (1, None):
+        kafka = EmbeddedKafka(tmp_path / f"state-{partitions}", port=free_port())
+        await asyncio.to_thread(kafka.start)
+        try:
+            settings = Settings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+            await ensure_topics(settings, partitions=partitions)
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+            await admin.start()
+            try:
+                described = await admin.describe_topics([t.name for t in CATALOGUE])
+            finally:
+                await admin.close()
+            counts.append({d["topic"]: len(d["partitions"]) for d in described})
+        finally:
+            await asyncio.to_thread(kafka.stop)
+    one, catalogue = counts
+    assert set(one.values()) == {1}
+    assert catalogue == {t.name: t.partitions for t in CATALOGUE}
+    assert max(catalogue.values()) > 1

@@ -37,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
-from perlinsos_shared import inbox
+from perlinsos_shared import db, inbox
 from perlinsos_shared.envelope import RawEnvelope, decode_message
 from perlinsos_shared.metrics import platform
 from perlinsos_shared.outbox import Outbox
@@ -106,7 +106,15 @@ class Incoming:
     headers: dict[str, str]
     record: Record
     span: Span | None = None
-    trace_headers: dict[str, str] = field(default_factory=dict)
+    _trace_headers: dict[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def trace_headers(self) -> dict[str, str]:
+        """The message's span as W3C headers, for what the handler writes on its behalf
+        (formatted at the first use: many messages write nothing of their own)."""
+        if self._trace_headers is None:
+            self._trace_headers = span_headers(self.span) if self.span is not None else {}
+        return self._trace_headers
 
     @property
     def id(self) -> str:
@@ -296,8 +304,8 @@ class BatchConsumer:
     def _open_spans(self, messages: list[Incoming]) -> None:
         """One CONSUMER span per message, a child of the span that produced it.
 
-        The span's context goes into `Incoming.trace_headers`: what the handler writes to
-        the outbox for this message carries it, so the next hop continues the same trace.
+        The span's context is `Incoming.trace_headers`: what the handler writes to the
+        outbox for this message carries it, so the next hop continues the same trace.
         Attributes carry only ids that are not personal data (agency reference, participant
         id, decision id), which `perlinsos trace` searches.
         """
@@ -316,9 +324,7 @@ class BatchConsumer:
                 "cloudevents.event_type": envelope.type,
             }
             attributes.update(correlation_attributes(envelope.data))
-            span = consumer_spans.start(name, m.headers, attributes=attributes)
-            m.span = span
-            m.trace_headers = span_headers(span)
+            m.span = consumer_spans.start(name, m.headers, attributes=attributes)
 
     def _close_spans(self, messages: list[Incoming], error: str | None = None) -> None:
         for m in messages:
@@ -330,14 +336,13 @@ class BatchConsumer:
             m.span = None
 
     async def _transaction(self, good: list[Incoming], bad: list[tuple[Record, str]]) -> None:
-        pool = self._pool_getter()
-        async with pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self._pool_getter()) as conn:
             outbox = Outbox()
             for record, error in bad:
                 dead_letter(outbox, self.topic, record, error, self.service)
                 if self._on_undecodable:
                     self._on_undecodable(record, error, outbox)
-            fresh_keys = await inbox.claim(conn, self.topic.name, [m.event_key for m in good])
+            fresh_keys = await inbox.claim(conn, [m.event_key for m in good])
             fresh: list[Incoming] = []
             for m in good:
                 if m.event_key in fresh_keys:
@@ -465,9 +470,7 @@ class BatchConsumer:
                 if event_key is not None:
                     try:
                         async with conn.transaction():  # a savepoint
-                            await inbox.claim(
-                                conn, self.topic.name, [event_key], dead_lettered=True
-                            )
+                            await inbox.claim(conn, [event_key], dead_lettered=True)
                     except asyncpg.PostgresError as exc:
                         if is_transient(exc):
                             raise

@@ -11,8 +11,10 @@ together).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from importlib import resources
 
 import asyncpg
@@ -61,13 +63,44 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+# Set while a connection is used by `transaction` only: its release skips the reset query.
+_TRANSACTION_ONLY: ContextVar[bool] = ContextVar("perlinsos_transaction_only", default=False)
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg has already rolled back a transaction left
+    open; the reset query (advisory locks, cursors, LISTEN, session settings) follows
+    unless the connection was used by `transaction` alone, which leaves none of those."""
+    if _TRANSACTION_ONLY.get():
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection in a transaction, released without asyncpg's reset query (a
+    round trip per batch). Only for work that leaves nothing on the session: no session
+    `SET`, advisory locks other than `pg_advisory_xact_*`, `LISTEN`, held cursors or
+    temporary tables. What a transaction sets with `SET LOCAL` / `set_config(..., true)`
+    ends with it, and one left open is rolled back on release as before."""
+    token = _TRANSACTION_ONLY.set(True)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            yield conn
+    finally:
+        _TRANSACTION_ONLY.reset(token)
+
+
 async def create_pool(
     url: str, service: str, *, min_size: int = 1, max_size: int = 4
 ) -> asyncpg.Pool:
     """A pool whose every connection works as the service's role, in its schema.
 
     Role and search path are startup parameters, so the pool's reset on release
-    (`RESET ALL`) returns to them rather than to the login role.
+    (`RESET ALL`) returns to them rather than to the login role. Connections released
+    by `transaction` skip that reset (see `_reset`).
     """
     has_role = await _bootstrap(url, service)
     server_settings = {"search_path": f'"{service}"'}
@@ -80,6 +113,7 @@ async def create_pool(
         init=_init_connection,
         server_settings=server_settings,
         command_timeout=60,
+        reset=_reset,
     )
     assert pool is not None
     return pool

@@ -16,7 +16,6 @@ EventKey = tuple[str, str]  # (source, id)
 
 async def claim(
     conn: asyncpg.Connection,
-    topic: str,
     events: Sequence[EventKey],
     *,
     dead_lettered: bool = False,
@@ -26,14 +25,13 @@ async def claim(
     if not events:
         return set()
     rows = await conn.fetch(
-        "INSERT INTO inbox (source, event_id, topic, dead_lettered)"
-        " SELECT DISTINCT e.source, e.id, $3, $4::boolean"
+        "INSERT INTO inbox (source, event_id, dead_lettered)"
+        " SELECT DISTINCT e.source, e.id, $3::boolean"
         " FROM unnest($1::text[], $2::text[]) AS e(source, id)"
         " WHERE NOT EXISTS (SELECT 1 FROM inbox l WHERE l.source = '' AND l.event_id = e.id)"
         " ON CONFLICT DO NOTHING RETURNING source, event_id",
         [source for source, _ in events],
         [event_id for _, event_id in events],
-        topic,
         dead_lettered,
     )
     return {(r["source"], r["event_id"]) for r in rows}

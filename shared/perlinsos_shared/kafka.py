@@ -66,12 +66,17 @@ def make_broker(settings: Settings, client_id: str, **kwargs: Any) -> KafkaBroke
 
 
 async def ensure_topics(
-    settings: Settings, topic_configs: Mapping[str, Mapping[str, str]] | None = None
+    settings: Settings,
+    topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    partitions: int | None = None,
 ) -> list[str]:
     """Create every catalogue topic and its `.dlq` twin; return those created now.
 
     `topic_configs` (topic name to Kafka topic configs) replaces the default
     configuration of the topics it names (deployments pass retention and compaction).
+    `partitions`, when given, is every catalogue topic's partition count instead of the
+    catalogue's own (the embedded single-node broker: `perlinsos_devruntime.stack`).
     """
     configs = topic_configs or {}
     sec = security(settings)
@@ -87,7 +92,7 @@ async def ensure_topics(
             config = {"cleanup.policy": "compact"} if t.compacted else {}
             config = dict(configs.get(t.name, config))
             if t.name not in existing:
-                wanted.append(NewTopic(t.name, t.partitions, 1, topic_configs=config))
+                wanted.append(NewTopic(t.name, partitions or t.partitions, 1, topic_configs=config))
             if t.dlq not in existing:
                 wanted.append(NewTopic(t.dlq, 1, 1, topic_configs=dict(configs.get(t.dlq, {}))))
         for nt in wanted:  # one at a time: some brokers reject a batch with any conflict

@@ -1,10 +1,12 @@
-"""Set-based writes: many rows in one statement, and JSON text for jsonb parameters.
+"""Set-based writes: many rows in one statement, and JSON text for json/jsonb parameters.
 
 Hot paths write a batch per statement (`INSERT ... SELECT FROM unnest(...)`), never a
 row per round trip. `insert_rows` builds that statement from the column names and
 PostgreSQL types, so a store says what it writes, not how the arrays line up. Columns
-of type `jsonb` travel as text arrays cast back to jsonb: orjson writes the text several
-times faster than asyncpg's per-element codec would.
+of type `json` or `jsonb` travel as text arrays cast back to their type: orjson writes
+the text several times faster than asyncpg's per-element codec would. A column only ever
+read back whole is better `json` (the text, validated) than `jsonb` (decomposed, its keys
+sorted, at every insert).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+_JSON = frozenset({"json", "jsonb"})
+
 
 def json_text(value: object) -> str:
-    """JSON text for a jsonb parameter."""
+    """JSON text for a json or jsonb parameter."""
     return orjson.dumps(value).decode()
 
 
@@ -30,10 +34,10 @@ def unnest_select(
     follow the order the rows were given in."""
     names = [name for name, _ in columns]
     arrays = [
-        f"${first + i}::{'text' if kind == 'jsonb' else kind}[]"
+        f"${first + i}::{'text' if kind in _JSON else kind}[]"
         for i, (_, kind) in enumerate(columns)
     ]
-    picks = [f"{name}::jsonb" if kind == "jsonb" else name for name, kind in columns]
+    picks = [f"{name}::{kind}" if kind in _JSON else name for name, kind in columns]
     source = f"unnest({', '.join(arrays)})"
     if in_order:
         return (
@@ -46,13 +50,13 @@ def unnest_select(
 def column_arrays(
     columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
 ) -> list[list[Any]]:
-    """The rows as one array per column (jsonb values as JSON text)."""
+    """The rows as one array per column (json and jsonb values as JSON text)."""
     out: list[list[Any]] = [[] for _ in columns]
     for row in rows:
         for i, value in enumerate(row):
             out[i].append(value)
     for i, (_, kind) in enumerate(columns):
-        if kind == "jsonb":
+        if kind in _JSON:
             out[i] = [None if v is None else json_text(v) for v in out[i]]
     return out
 

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from time import time_ns
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ from opentelemetry.sdk.trace import (
     Event,
     ReadableSpan,
     SynchronousMultiSpanProcessor,
+    Tracer,
     TracerProvider,
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -102,10 +104,22 @@ def _ascii_digits(text: str) -> int:
 def scrub(text: str) -> str:
     """`text` with every NIK-shaped or phone-shaped run masked and database error
     details (which quote row values) removed."""
+    if len(text) <= _SHORT:
+        return _scrub_short(text)
     if _ascii_digits(text) < 9 and "DETAIL:" not in text:
         return text  # fewer digits than any phone, and no database error detail
-    if len(text) > 256:  # long texts repeat (SQL statements, stack traces): cache them
-        return _scrub_cached(text)
+    return _scrub_cached(text)  # long texts repeat (SQL statements, stack traces)
+
+
+_SHORT = 256
+
+
+@lru_cache(maxsize=4096)
+def _scrub_short(text: str) -> str:
+    """Short texts mostly repeat (span names, SQL statements, agencies, the database's
+    name and user): looked up rather than counted and searched again for every span."""
+    if _ascii_digits(text) < 9 and "DETAIL:" not in text:
+        return text
     return _scrub(text)
 
 
@@ -152,23 +166,21 @@ def scrub_value(value: Any) -> Any:
 
 
 def scrub_attributes(attributes: Attributes | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of `attributes` with the values of every attribute not in `SAFE_ATTRIBUTES`
+    scrubbed (in their order). The SDK's `BoundedAttributes` keeps a plain dict, copied
+    at C speed; any other mapping is copied as a mapping."""
     if not attributes:
         return {}
-    return {
-        k: v if k in SAFE_ATTRIBUTES or not isinstance(v, _SCRUBBED_TYPES) else scrub_value(v)
-        for k, v in _items(attributes)
-    }
+    inner = getattr(attributes, "_dict", None)
+    out = dict(inner if isinstance(inner, dict) else attributes)
+    for key in out.keys() - SAFE_ATTRIBUTES:
+        value = out[key]
+        if isinstance(value, _SCRUBBED_TYPES):
+            out[key] = scrub_value(value)
+    return out
 
 
 _SCRUBBED_TYPES = (str, tuple, list)
-
-
-def _items(attributes: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
-    """The pairs of an attribute mapping. The SDK's `BoundedAttributes` keeps a plain dict
-    (read at C speed; through the mapping protocol each pair is two Python calls); any
-    other mapping is read as a mapping."""
-    inner = getattr(attributes, "_dict", None)
-    return inner.items() if isinstance(inner, dict) else attributes.items()
 
 
 _KIND_NAMES = {kind: kind.name for kind in SpanKind}
@@ -462,15 +474,34 @@ def start_linked_span(
     attributes: Attributes = None,
     tracer: trace.Tracer | None = None,
 ) -> Span:
-    """A new trace for work that coalesces many messages: links each source, parents none.
+    """A new trace for work that coalesces many messages: links each source (the span
+    whose context each of `sources` holds as W3C headers), parents none.
 
     Use it where one event stands for a batch (premium's summaries): parenting it on the
     last message of the batch would put it in one submission's trace and lie about the rest.
     """
+    return start_span_linking(
+        name, map(_context_of, sources), kind=kind, attributes=attributes, tracer=tracer
+    )
+
+
+def _context_of(headers: Mapping[str, str]) -> SpanContext:
+    return trace.get_current_span(context_from_headers(headers)).get_span_context()
+
+
+def start_span_linking(
+    name: str,
+    contexts: Iterable[SpanContext],
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Attributes = None,
+    tracer: trace.Tracer | None = None,
+) -> Span:
+    """`start_linked_span` of the sources' span contexts themselves (a consumer's
+    messages' spans: no W3C headers written and read back)."""
     links: list[Link] = []
     seen: set[int] = set()
-    for headers in sources:
-        ctx = trace.get_current_span(context_from_headers(headers)).get_span_context()
+    for ctx in contexts:
         if ctx.is_valid and ctx.span_id not in seen:
             seen.add(ctx.span_id)
             links.append(Link(ctx))
@@ -483,31 +514,35 @@ def start_linked_span(
     )
 
 
-def coalesced_trace_headers(name: str, sources: Iterable[Mapping[str, str]]) -> dict[str, str]:
+def coalesced_span_headers(name: str, contexts: Iterable[SpanContext]) -> dict[str, str]:
     """Trace headers for an outbox row that stands for many messages (a summary of a
-    batch): a short span in a trace of its own that links every source message's span."""
-    span = start_linked_span(name, sources)
+    batch): a short span in a trace of its own that links each source message's span."""
+    span = start_span_linking(name, contexts)
     span.end()
     return span_headers(span)
 
 
-# --- consumer spans on a short path -----------------------------------------------------
+# --- spans on a short path ---------------------------------------------------------------
 #
 # Every message a service consumes gets a CONSUMER span (five per enrolment across the
-# services). Made by the SDK's tracer, each one costs a context object for its parent, a
+# services), every batch a span of its own and one per SQL statement, every fetch two of
+# FastStream's. Made by the SDK's tracer, each one costs a context object for its parent, a
 # sampling call, an attribute store that checks and copies every attribute under a lock,
 # two bounded lists (events, links) with a lock each, a lock to start, a lock to end and a
 # copy of the span for the processors: more than the message's own handling in premium.
-# `ConsumerSpans` makes the same span (same sampler decision, ids, parent, attributes,
-# resource and scope; handed to the same span processors when it ends) with plain values:
-# attributes of plain types are stored as given (others are cleaned as the SDK cleans
-# them). The SDK's attribute limits (`OTEL_SPAN_ATTRIBUTE_*`) are not applied: the
-# consumer sets a fixed dozen of short values.
+# The tracers of a `ServiceTracerProvider` (`_LeanTracer`) and `ConsumerSpans` make the
+# same span (same sampler decision, ids, parent, attributes, links, resource and scope;
+# handed to the same span processors when it ends) with plain values: attributes of plain
+# types are stored as given (others are cleaned as the SDK cleans them). The SDK's
+# attribute and link-attribute limits (`OTEL_SPAN_ATTRIBUTE_*`, `OTEL_LINK_ATTRIBUTE_*`) and
+# its own internal metrics (`OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`) are not applied:
+# the spans here carry a dozen short values at most.
 
 
 class ServiceTracerProvider(TracerProvider):
-    """The SDK's provider with `make_sampler`'s sampler, holding on to its span processors
-    so that `ConsumerSpans` can hand them the spans it makes."""
+    """The SDK's provider with `make_sampler`'s sampler, whose tracers make their spans on
+    the short path; it holds on to its span processors so that `ConsumerSpans` can hand
+    them the spans it makes."""
 
     def __init__(self, resource: Resource) -> None:
         self.processors = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
@@ -516,15 +551,154 @@ class ServiceTracerProvider(TracerProvider):
         )
         # `OTEL_SDK_DISABLED=true`: the provider's tracers make no spans; nor does the short path
         self.enabled = os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() != "true"
+        self._lean: dict[InstrumentationScope, _LeanTracer] = {}
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        """The SDK's tracer for this scope (its configuration and scope), making its
+        spans on the short path."""
+        sdk = super().get_tracer(
+            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+        )
+        if not isinstance(sdk, Tracer):  # disabled: the SDK's no-op tracer
+            return sdk
+        scope = sdk._instrumentation_scope
+        lean = self._lean.get(scope)
+        if lean is None:
+            lean = self._lean.setdefault(scope, _LeanTracer(self, sdk))
+        return lean
+
+
+class _LeanTracer(Tracer):
+    """The SDK's tracer (same sampler, resource, processors, ids and scope) whose recording
+    spans are `_LeanSpan`s."""
+
+    def __init__(self, provider: ServiceTracerProvider, sdk: Tracer) -> None:
+        super().__init__(
+            sdk.sampler,
+            sdk.resource,
+            sdk.span_processor,
+            sdk.id_generator,
+            sdk.instrumentation_info,
+            sdk._span_limits,
+            sdk._instrumentation_scope,
+            _tracer_config=sdk._tracer_config,
+        )
+        self._provider = provider
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        if not self._is_enabled():
+            return super().start_span(
+                name, context, kind, attributes, links, start_time, record_exception,
+                set_status_on_exception,
+            )  # fmt: skip
+        parent = trace.get_current_span(context).get_span_context()
+        span = _start_span(
+            self._provider,
+            self._instrumentation_scope,
+            name,
+            parent if parent.is_valid else None,
+            kind,
+            _plain(attributes),
+            links or (),
+            start_time,
+        )
+        if isinstance(span, _LeanSpan):
+            span._record_exception = record_exception
+            span._set_status_on_exception = set_status_on_exception
+        return span
+
+
+def _plain(attributes: Attributes) -> dict[str, Any]:
+    """A span's own copy of `attributes`: as given when every value is of a plain type,
+    else cleaned as the SDK cleans them (sequences made tuples, invalid ones dropped)."""
+    if not attributes:
+        return {}
+    if "" not in attributes and all(type(v) in _PLAIN_TYPES for v in attributes.values()):
+        return dict(attributes)
+    return dict(BoundedAttributes(attributes=attributes, immutable=False))
 
 
 _PLAIN_VALUES = (str, int, bool, float)
+_PLAIN_TYPES = frozenset(_PLAIN_VALUES)
 _UNSET = Status(StatusCode.UNSET)
+
+
+def _start_span(
+    provider: ServiceTracerProvider,
+    scope: InstrumentationScope,
+    name: str,
+    parent: SpanContext | None,
+    kind: SpanKind,
+    attributes: dict[str, Any],
+    links: Sequence[Link] = (),
+    start_time: int | None = None,
+) -> Span:
+    """What the SDK's `Tracer.start_span` makes under `parent` (None: a new trace), with
+    `attributes` (plain values, the span's own from now on)."""
+    ids = provider.id_generator
+    if parent is not None:
+        # `make_sampler` is parent-based: a parent's decision is the span's, with its
+        # trace state (what the sampler answers, without the context object it would
+        # have to be asked with)
+        trace_id = parent.trace_id
+        flags = parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+        state: TraceState | None = parent.trace_state
+    else:  # a new trace: the root sampler decides (one in ten, say)
+        trace_id = ids.generate_trace_id()
+        result = provider.sampler.should_sample(
+            otel_context.Context(), trace_id, name, kind, attributes, links
+        )
+        flags = TraceFlags.DEFAULT
+        if result.decision is Decision.RECORD_AND_SAMPLE:
+            flags = TraceFlags.SAMPLED
+        if ids.is_trace_id_random():
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        state = result.trace_state
+        if len(result.attributes) != len(attributes):  # the sampler added some
+            attributes = {**attributes, **result.attributes}
+    own = SpanContext(
+        trace_id,
+        ids.generate_span_id(),
+        is_remote=False,
+        trace_flags=TraceFlags(flags),
+        trace_state=state,
+    )
+    if not flags & TraceFlags.SAMPLED:
+        return NonRecordingSpan(own)
+    # the links the SDK keeps (`Span._new_links`): a valid context, or attributes or a
+    # trace state; the last `MAX_LINKS` of them (its default limit)
+    kept = tuple(
+        link
+        for link in links
+        if link.context.is_valid or link.attributes or link.context.trace_state
+    )[-MAX_LINKS:]
+    span = _LeanSpan(provider, name, own, parent, kind, attributes, scope, kept, start_time)
+    provider.processors.on_start(span, parent_context=None)  # type: ignore[arg-type]
+    return span
 
 
 class _LeanSpan(Span, ReadableSpan):
     """A recording span of plain values that is its own finished record (`ReadableSpan`)
     once ended (nothing changes it after `end`)."""
+
+    _record_exception = True
+    _set_status_on_exception = True
 
     def __init__(
         self,
@@ -535,6 +709,8 @@ class _LeanSpan(Span, ReadableSpan):
         kind: SpanKind,
         attributes: dict[str, Any],
         scope: InstrumentationScope,
+        links: tuple[Link, ...] = (),
+        start_time: int | None = None,
     ) -> None:
         self._processors = provider.processors
         self._name = name
@@ -545,12 +721,12 @@ class _LeanSpan(Span, ReadableSpan):
         self._values = attributes
         self._attributes = attributes
         self._events: list[Event] = []
-        self._links: tuple[Link, ...] = ()
+        self._links = links
         self._resource = provider.resource
         self._instrumentation_info = None
         self._instrumentation_scope = scope
         self._status = _UNSET
-        self._start_time = time_ns()
+        self._start_time = start_time if start_time is not None else time_ns()
         self._end_time: int | None = None
 
     def get_span_context(self) -> SpanContext:
@@ -613,6 +789,21 @@ class _LeanSpan(Span, ReadableSpan):
         recorded.update(attributes or {})
         self.add_event("exception", recorded, timestamp)
 
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        """Ends the span; an exception escaping a `with span:` block is recorded as the
+        SDK's span records it."""
+        if exc_val is not None and self.is_recording():
+            if self._record_exception:
+                self.record_exception(exc_val, escaped=True)
+            if self._set_status_on_exception:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
             return
@@ -645,37 +836,6 @@ class ConsumerSpans:
             return provider.get_tracer(self._scope_name).start_span(
                 name, context=context_from_headers(parent_headers), kind=kind, attributes=attributes
             )
-        ids = provider.id_generator
-        parent = parent_from_headers(parent_headers)
-        if parent is not None:
-            # `make_sampler` is parent-based: a remote parent's decision is the span's, with
-            # its trace state (what the sampler answers, without the context object it
-            # would have to be asked with)
-            trace_id = parent.trace_id
-            flags = parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
-            state: TraceState | None = parent.trace_state
-        else:  # a new trace: the root sampler decides (one in ten, say)
-            trace_id = ids.generate_trace_id()
-            result = provider.sampler.should_sample(
-                otel_context.Context(), trace_id, name, kind, attributes
-            )
-            flags = TraceFlags.DEFAULT
-            if result.decision is Decision.RECORD_AND_SAMPLE:
-                flags = TraceFlags.SAMPLED
-            if ids.is_trace_id_random():
-                flags |= TraceFlags.RANDOM_TRACE_ID
-            state = result.trace_state
-            if len(result.attributes) != len(attributes):  # the sampler added some
-                attributes = {**attributes, **result.attributes}
-        own = SpanContext(
-            trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=TraceFlags(flags),
-            trace_state=state,
+        return _start_span(
+            provider, self._scope, name, parent_from_headers(parent_headers), kind, attributes
         )
-        if not flags & TraceFlags.SAMPLED:
-            return NonRecordingSpan(own)
-        span = _LeanSpan(provider, name, own, parent, kind, attributes, self._scope)
-        provider.processors.on_start(span, parent_context=None)  # type: ignore[arg-type]
-        return span

@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
+import pytest
+import uvloop
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -32,7 +36,12 @@ async def _handle_batch(run: bool) -> weakref.ref[Batch]:
     return weakref.ref(batch)
 
 
-def test_a_timer_armed_during_the_batch_does_not_pin_it() -> None:
+# the services run on uvloop (`ServiceRuntime.run`); asyncio's own loop alike
+LOOPS = pytest.mark.parametrize("run_loop", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+
+
+@LOOPS
+def test_a_timer_armed_during_the_batch_does_not_pin_it(run_loop: Callable[..., Any]) -> None:
     async def freed(run: bool) -> bool:
         ref = await asyncio.create_task(_handle_batch(run))
         gc.collect()
@@ -41,12 +50,13 @@ def test_a_timer_armed_during_the_batch_does_not_pin_it() -> None:
     async def main() -> tuple[bool, bool]:
         return await freed(run=True), await freed(run=False)
 
-    own_context, plain = asyncio.run(main())
+    own_context, plain = run_loop(main())
     assert own_context
     assert not plain  # what it was before: awaited plainly, the timer keeps the batch
 
 
-def test_the_trace_context_is_carried_over() -> None:
+@LOOPS
+def test_the_trace_context_is_carried_over(run_loop: Callable[..., Any]) -> None:
     tracer = TracerProvider().get_tracer("test")
     seen: list[trace.Span] = []
 
@@ -58,4 +68,4 @@ def test_the_trace_context_is_carried_over() -> None:
             await in_own_context(work())
         return span
 
-    assert seen == [asyncio.run(main())]
+    assert seen == [run_loop(main())]

@@ -163,7 +163,7 @@ async def test_a_legacy_inbox_row_without_source_still_counts_as_seen(
     pool: asyncpg.Pool,
 ) -> None:
     """Rows from before the (source, id) migration have source '' and still match by id."""
-    await pool.execute("INSERT INTO inbox (source, event_id, topic) VALUES ('', 'old-1', 't')")
+    await pool.execute("INSERT INTO inbox (source, event_id) VALUES ('', 'old-1')")
     c = consumer(pool)
     await c.process(records([event("old-1"), event("new-1")]))
     assert await applied(pool) == [("registry", "new-1")]

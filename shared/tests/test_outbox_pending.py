@@ -45,9 +45,8 @@ async def test_an_outbox_written_before_the_pending_table(pool: asyncpg.Pool) ->
         )
     published, waiting, _refused = (r["id"] for r in ids)
 
-    assert await migrate(pool, SERVICE, [SHARED_MIGRATIONS]) == [
-        "perlinsos_shared/0005_outbox_pending.sql"
-    ]
+    applied = await migrate(pool, SERVICE, [SHARED_MIGRATIONS])
+    assert applied[0] == "perlinsos_shared/0005_outbox_pending.sql"
     assert [r["id"] for r in await pool.fetch("SELECT id FROM outbox_pending")] == [waiting]
 
     assert await replay(pool, SERVICE) == 1

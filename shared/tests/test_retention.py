@@ -43,11 +43,11 @@ async def test_old_published_rows_and_inbox_ids_go_the_rest_stays(
         " INSERT INTO outbox_pending (id) SELECT id FROM o"
     )
     await pool.execute(
-        "INSERT INTO inbox (source, event_id, topic, received_at) SELECT 's', 'old-' || i, 't',"
+        "INSERT INTO inbox (source, event_id, received_at) SELECT 's', 'old-' || i,"
         " now() - interval '30 days 1 hour' FROM generate_series(1, 15) i"
     )
     await pool.execute(
-        "INSERT INTO inbox (source, event_id, topic, received_at) SELECT 's', 'new-' || i, 't',"
+        "INSERT INTO inbox (source, event_id, received_at) SELECT 's', 'new-' || i,"
         " now() - interval '2 days' FROM generate_series(1, 4) i"
     )
 

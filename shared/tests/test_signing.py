@@ -14,6 +14,7 @@ from perlinsos_shared.signing import (
     HEADER,
     KeyRing,
     KeyRingFile,
+    _b64,
     agency_keys,
     ensure_agency_keys,
     new_agency_key,
@@ -36,6 +37,15 @@ def test_the_agency_own_signature_is_accepted(tmp_path: Path) -> None:
     value = submission_event("DISHUB", {"agency": "DISHUB", "request_id": "r-1"})
     header = signing_key(tmp_path / "keys", "DISHUB").sign(value)
     assert ring.verify("DISHUB", header, value) is None
+
+
+def test_libsodium_signs_as_openssl_does(tmp_path: Path) -> None:
+    """The signature libsodium makes is the one `cryptography` (OpenSSL) makes with the
+    same key: Ed25519 signatures are deterministic."""
+    key = new_agency_key(tmp_path / "keys", "DISHUB")
+    for value in (b"", b"x", submission_event("DISHUB", {"agency": "DISHUB"}), os.urandom(4096)):
+        header = key.sign(value)
+        assert header == f"keyid={key.key_id};sig={_b64(key.private.sign(value))}"
 
 
 def test_a_changed_body_fails(tmp_path: Path) -> None:

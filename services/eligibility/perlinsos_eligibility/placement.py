@@ -140,8 +140,10 @@ class Placement:
         headers: Headers | None = None,
         publish: bool = True,
     ) -> Person:
-        """Record a new state for `p` and, if `publish`, the decision that announces it."""
+        """Record a new state for `p` and, if `publish`, the decision that announces it
+        (which keeps the checks: the participant's row names it)."""
         check_json = [c.as_json() for c in checks] if checks is not None else p.checks
+        decision_id = new_id() if publish else p.decision_id
         updated = self._set(
             p.but(
                 outcome=state or outcome,
@@ -152,11 +154,13 @@ class Placement:
                 decided_at=self.now,
                 checks=check_json,
                 reasons=[r.model_dump() for r in reasons],
+                decision_id=decision_id,
             )
         )
         if publish:
+            assert decision_id is not None
             decision = EligibilityDecided(
-                decision_id=new_id(),
+                decision_id=decision_id,
                 participant_id=p.participant_id,
                 outcome=outcome,
                 reasons=list(reasons),

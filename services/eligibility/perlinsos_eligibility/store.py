@@ -18,7 +18,7 @@ _PERSON_TYPES = (
     ("occupation", "text"),
     ("funding_line", "text"),
     ("birth_date", "date"),
-    ("address", "jsonb"),
+    ("address", "json"),
     ("existing_bpjs_tk", "bool"),
     ("first_name", "text"),
     ("phone_e164", "text"),
@@ -31,12 +31,18 @@ _PERSON_TYPES = (
     ("rule_version", "text"),
     ("decided_at", "timestamptz"),
     ("nik_hash", "text"),
-    ("checks", "jsonb"),
-    ("reasons", "jsonb"),
+    ("decision_id", "text"),
+    ("reasons", "json"),
     ("full_name", "text"),
     ("sex", "text"),
 )
-_PERSON_COLUMNS = ", ".join(name for name, _ in _PERSON_TYPES)
+# The checks of a participant's current state are those of the decision that put them
+# there (`decision_id`), kept once in `decisions`; rows decided before migration 0004
+# have no decision_id and their checks in `participants.checks`, which nothing writes now.
+_PERSON_COLUMNS = (
+    ", ".join(name for name, _ in _PERSON_TYPES) + ", coalesce((SELECT d.checks FROM decisions d"
+    " WHERE d.decision_id = participants.decision_id), participants.checks::json) AS checks"
+)
 # A participant seen again: every column but the key takes the new value.
 _PERSON_UPSERT = "ON CONFLICT (participant_id) DO UPDATE SET " + ", ".join(
     f"{name} = excluded.{name}" for name, _ in _PERSON_TYPES[1:]
@@ -66,6 +72,9 @@ class Person:
     decided_at: datetime | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[dict[str, Any]] = field(default_factory=list)
+    # The decision that put the participant where they stand (its checks are `checks`);
+    # None until one is published.
+    decision_id: str | None = None
     # Held only while the enrolment that carried it is decided (for notify's lookup by
     # NIK); never stored: eligibility keeps the pseudonym above.
     nik: str | None = field(default=None, compare=False, repr=False)
@@ -103,6 +112,7 @@ def _person(row: asyncpg.Record) -> Person:
         decided_at=row["decided_at"],
         checks=list(row["checks"] or []),
         reasons=list(row["reasons"] or []),
+        decision_id=row["decision_id"],
         full_name=row["full_name"],
         sex=row["sex"] if row["sex"] in ("L", "P") else None,
     )
@@ -111,7 +121,7 @@ def _person(row: asyncpg.Record) -> Person:
 async def people(conn: asyncpg.Connection, ids: Sequence[str], *, lock: bool) -> dict[str, Person]:
     rows = await conn.fetch(
         f"SELECT {_PERSON_COLUMNS} FROM participants WHERE participant_id = ANY($1::text[])"
-        + (" ORDER BY participant_id FOR UPDATE" if lock else ""),
+        + (" ORDER BY participant_id FOR UPDATE OF participants" if lock else ""),
         list(ids),
     )
     return {r["participant_id"]: _person(r) for r in rows}
@@ -162,23 +172,27 @@ class Places:
     waiting: int
 
 
+_LOCK_LINES = (
+    "SELECT funding_line, holders, waiting FROM line_places"
+    " WHERE funding_line = ANY($1::text[]) ORDER BY funding_line FOR UPDATE"
+)
+
+
 async def lock_lines(conn: asyncpg.Connection, lines: Iterable[FundingLine]) -> dict[str, Places]:
     """Lock the counter rows of `lines` (always in name order: no deadlocks)."""
     wanted = sorted({line.value for line in lines})
     if not wanted:
         return {}
-    await insert_rows(
-        conn,
-        "line_places",
-        (("funding_line", "text"),),
-        [(line,) for line in wanted],
-        then="ON CONFLICT (funding_line) DO NOTHING",
-    )
-    rows = await conn.fetch(
-        "SELECT funding_line, holders, waiting FROM line_places"
-        " WHERE funding_line = ANY($1::text[]) ORDER BY funding_line FOR UPDATE",
-        wanted,
-    )
+    rows = await conn.fetch(_LOCK_LINES, wanted)
+    if len(rows) < len(wanted):  # a line without its row yet (migration 0002 made three)
+        await insert_rows(
+            conn,
+            "line_places",
+            (("funding_line", "text"),),
+            [(line,) for line in wanted],
+            then="ON CONFLICT (funding_line) DO NOTHING",
+        )
+        rows = await conn.fetch(_LOCK_LINES, wanted)
     return {
         r["funding_line"]: Places(FundingLine(r["funding_line"]), r["holders"], r["waiting"])
         for r in rows
@@ -235,7 +249,7 @@ async def save_people(conn: asyncpg.Connection, batch: Sequence[Person]) -> None
             p.rule_version,
             p.decided_at,
             p.nik_hash,
-            p.checks,
+            p.decision_id,
             p.reasons,
             p.full_name,
             p.sex,
@@ -250,13 +264,13 @@ _DECISION_COLUMNS = (
     ("participant_id", "text"),
     ("outcome", "text"),
     ("funding_line", "text"),
-    ("reasons", "jsonb"),
+    ("reasons", "json"),
     ("cover_start", "date"),
     ("cover_end", "date"),
     ("rule_version", "text"),
     ("decided_at", "timestamptz"),
     ("promoted", "bool"),
-    ("checks", "jsonb"),
+    ("checks", "json"),
 )
 
 

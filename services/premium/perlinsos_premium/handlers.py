@@ -32,7 +32,7 @@ from perlinsos_shared.consumer import Incoming
 from perlinsos_shared.events import EligibilityDecided, ParticipantEnrolled, PaymentRecorded
 from perlinsos_shared.outbox import Outbox
 from perlinsos_shared.sql import insert_rows
-from perlinsos_shared.telemetry import coalesced_trace_headers
+from perlinsos_shared.telemetry import coalesced_span_headers
 
 log = logging.getLogger("perlinsos.premium")
 
@@ -77,8 +77,9 @@ async def handle_decisions(
         )
     await save_covers(conn, {pid: after[pid] for pid in changed})
     # a summary stands for the whole batch: its own trace, linking every decision's span
-    summary_context = coalesced_trace_headers(
-        "premium.summaries coalesce", (m.trace_headers for m in messages)
+    summary_context = coalesced_span_headers(
+        "premium.summaries coalesce",
+        (m.span.get_span_context() for m in messages if m.span is not None),
     )
     await apply_changes(conn, changes, summary_context)
     if changes.adjust:

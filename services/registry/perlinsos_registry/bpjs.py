@@ -79,7 +79,7 @@ async def _store(
         pid,
         AGENCY,
         f"{a.import_id[:16]}:{a.row}",
-        changes,  # the pool's jsonb codec encodes it
+        changes,  # the pool's json codec encodes it
     )
     await _reply(conn, a, "stored", pid)
     event = ParticipantBpjsAnswered(
