@@ -200,6 +200,7 @@ class ServiceRuntime:
             max_records=self.settings.consumer_max_records,
             batch_timeout_ms=self.settings.consumer_batch_timeout_ms,
             fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
+            max_partition_fetch_bytes=self.settings.consumer_max_partition_fetch_bytes,
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=max(500, self.settings.consumer_session_timeout_ms // 4),

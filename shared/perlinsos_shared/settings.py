@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(
         default=100, alias="PERLINSOS_CONSUMER_FETCH_MAX_WAIT_MS"
     )
+    # The most a fetch returns of one partition (Kafka's max.partition.fetch.bytes, 1 MiB
+    # by default): on a topic of one partition (the embedded stack) 1 MiB is about 700
+    # intake events, so a burst's batches were half `consumer_max_records`; 4 MiB holds a
+    # full batch. A fetch as a whole stays under Kafka's fetch.max.bytes (50 MiB).
+    consumer_max_partition_fetch_bytes: int = Field(
+        default=4 * 1024 * 1024, alias="PERLINSOS_CONSUMER_MAX_PARTITION_FETCH_BYTES"
+    )
     # A short session timeout makes a group join (and recovery from a killed instance) fast.
     consumer_session_timeout_ms: int = Field(
         default=6000, alias="PERLINSOS_CONSUMER_SESSION_TIMEOUT_MS"
