@@ -91,9 +91,10 @@ EMBEDDED_SESSION_TIMEOUT_MS = 4000
 # one object and, on every fetch that has records for a partition, lists all of that
 # partition's objects: its cost per fetch grows with what the topic holds, and with six
 # partitions a relay round's records of one topic are up to six small batches instead of
-# one. A stack that runs several instances of a service passes `topic_partitions=None`
-# (the catalogue's own counts, as deployments make them). docs/benchmarks.md, "The
-# embedded broker's partitions".
+# one. `Stack` keeps the catalogue's own counts unless given `topic_partitions` (stacks
+# that run several instances of a service, as the flow tests and the fault suite do, need
+# them); the one-instance entry points pass this. docs/benchmarks.md, "The embedded
+# broker's partitions".
 EMBEDDED_TOPIC_PARTITIONS = 1
 
 
