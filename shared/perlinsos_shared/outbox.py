@@ -291,12 +291,20 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
 # rows still to publish (neither published nor refused by the broker): their ids are in
 # `outbox_pending`
 _PENDING = "SELECT EXISTS (SELECT 1 FROM outbox_pending) AND NOT EXISTS (SELECT 1 FROM outbox_hold)"
-# the ids are locked (the narrow rows), not the outbox rows: nothing is written to those
+# The ids are locked (the narrow rows), not the outbox rows: nothing is written to those.
+# Each pending id then looks up its row by primary key (the lateral subquery with OFFSET 0
+# stays a nested loop: the planner cannot turn it into a join of its own choosing). As a
+# plain join, after a burst (ids deleted faster than autovacuum comes, statistics that
+# still count them) the planner chose a merge join that read the outbox from its first
+# row up to the first pending id, every round: 15-35 ms a round at 130,000 outbox rows,
+# growing with the outbox, where a round of 10-20 rows costs 0.2 ms.
 _NEXT_BATCH = (
     "SELECT o.id, o.topic, o.key, o.value, o.headers"
-    " FROM outbox_pending p JOIN outbox o ON o.id = p.id"
-    " WHERE NOT EXISTS (SELECT 1 FROM outbox_hold)"
-    " ORDER BY p.id LIMIT $1 FOR UPDATE OF p"
+    " FROM (SELECT id FROM outbox_pending WHERE NOT EXISTS (SELECT 1 FROM outbox_hold)"
+    " ORDER BY id LIMIT $1 FOR UPDATE) p"
+    " CROSS JOIN LATERAL (SELECT id, topic, key, value, headers FROM outbox"
+    " WHERE outbox.id = p.id OFFSET 0) o"
+    " ORDER BY p.id"
 )
 # A relay batch commits without waiting for its WAL to reach disk (`synchronous_commit`
 # off for this transaction only): all it writes is which ids were published (or refused).
