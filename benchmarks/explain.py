@@ -4,13 +4,16 @@
 restart, before the services start). `hot_plans(url)` then takes the statements the
 services spent the most time in, and EXPLAINs each as its service would run it (its
 schema, a generic plan: PostgreSQL 16 and later), flagging every sequential scan of a
-table with more than `LARGE` rows. `scans(url)` adds each large table's sequential and
+table with more than `LARGE` rows, and every index scan of one with no index condition
+(the whole index read in its order: a merge join's input, say, which costs as much as a
+sequential scan and grows the same way). `scans(url)` adds each large table's sequential and
 index scans as counted by PostgreSQL over the whole run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -20,7 +23,7 @@ from perlinsos_devruntime.stack import Stack
 
 LARGE = 10_000
 TOP = 15
-_SEQ = re.compile(r"Seq Scan on (\S+)")
+_INDEX_SCANS = ("Index Scan", "Index Only Scan")
 _EXPLAINABLE = re.compile(r"^\s*(WITH|SELECT|INSERT|UPDATE|DELETE)\b", re.I)
 
 
@@ -82,17 +85,22 @@ async def hot_plans(url: str) -> list[dict[str, Any]]:
                 continue
             schema = r["role"].removeprefix("perlinsos_")
             await conn.execute(f'SET search_path TO "{schema}"')
+            seq: list[str] = []
             try:
                 stmt = await conn.prepare("EXPLAIN (GENERIC_PLAN) " + r["query"])
                 nulls = [None] * len(stmt.get_parameters())  # not used by a generic plan
                 plan = "\n".join(x[0] for x in await stmt.fetch(*nulls))
+                shaped = await conn.prepare("EXPLAIN (GENERIC_PLAN, FORMAT JSON) " + r["query"])
+                tree = await shaped.fetchval(*nulls)
+                tree = json.loads(tree) if isinstance(tree, str) else tree
+                for kind, table in whole_scans(tree[0]["Plan"]):
+                    qualified = table if "." in table else f"{schema}.{table}"
+                    if sizes.get(qualified, 0) > LARGE:
+                        seq.append(
+                            qualified if kind == "Seq Scan" else f"{qualified} (whole index)"
+                        )
             except asyncpg.PostgresError as exc:
                 plan = f"(not explained: {type(exc).__name__})"
-            seq = []
-            for table in _SEQ.findall(plan):
-                qualified = table if "." in table else f"{schema}.{table}"
-                if sizes.get(qualified, 0) > LARGE:
-                    seq.append(qualified)
             out.append(
                 {
                     "service": schema,
@@ -107,6 +115,20 @@ async def hot_plans(url: str) -> list[dict[str, Any]]:
         return out
     finally:
         await conn.close()
+
+
+def whole_scans(node: dict[str, Any]) -> list[tuple[str, str]]:
+    """(node type, table) of every scan in a JSON plan that reads a whole table: a
+    sequential scan, or an index scan with no index condition."""
+    out: list[tuple[str, str]] = []
+    kind = node.get("Node Type", "")
+    table = node.get("Relation Name")
+    if table and (kind == "Seq Scan" or (kind in _INDEX_SCANS and "Index Cond" not in node)):
+        schema = node.get("Schema")
+        out.append((kind, f"{schema}.{table}" if schema else table))
+    for child in node.get("Plans", []):
+        out += whole_scans(child)
+    return out
 
 
 async def scans(url: str, larger_than: int = LARGE) -> list[dict[str, Any]]:

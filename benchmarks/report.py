@@ -89,7 +89,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         )
         out.append(
             (
-                "  sequential scans of large tables in the hot statements' plans",
+                "  sequential or whole-index scans of large tables in the hot statements' plans",
                 ", ".join(seq) if seq else "none",
                 "none",
                 _verdict(not seq),
@@ -263,10 +263,10 @@ def _details(r: dict[str, Any]) -> list[str]:
             out += [
                 "",
                 "The statements the services spent most time in over that run, and their plans"
-                " at that size (generic plans; a sequential scan of a table over 10,000 rows"
-                " is flagged):",
+                " at that size (generic plans; a sequential scan of a table over 10,000 rows,"
+                " or an index scan of one with no index condition, is flagged):",
                 "",
-                "| service | statement | calls | ms per call | sequential scans |",
+                "| service | statement | calls | ms per call | whole-table scans |",
                 "| --- | --- | ---: | ---: | --- |",
             ]
             for h in hot:

@@ -58,3 +58,26 @@ def test_only_the_generated_part_is_replaced(tmp_path: Path) -> None:
     assert "old table" not in text
     assert "intro" in text and "written by hand" in text
     assert text.count(report.BEGIN) == 1 and "| cohort / floor" in text
+
+
+def test_a_whole_index_read_in_a_plan_is_flagged_like_a_sequential_scan() -> None:
+    """The relay's batch before it read each row by key: a merge join whose outbox side
+    was an index scan with no condition (the whole outbox, in id order)."""
+    from benchmarks.explain import whole_scans
+
+    merge = {
+        "Node Type": "Merge Join",
+        "Plans": [
+            {"Node Type": "Index Scan", "Relation Name": "outbox_pending", "Index Cond": "x"},
+            {"Node Type": "Index Scan", "Relation Name": "outbox"},
+        ],
+    }
+    lookup = {
+        "Node Type": "Nested Loop",
+        "Plans": [
+            {"Node Type": "Seq Scan", "Relation Name": "outbox_hold"},
+            {"Node Type": "Index Scan", "Relation Name": "outbox", "Index Cond": "(id = p.id)"},
+        ],
+    }
+    assert whole_scans(merge) == [("Index Scan", "outbox")]
+    assert whole_scans(lookup) == [("Seq Scan", "outbox_hold")]
