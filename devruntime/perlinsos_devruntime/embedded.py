@@ -59,11 +59,26 @@ PG_READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 _LOG_TAIL_LINES = 40
 
+
+def shared_buffers(total_bytes: int | None = None) -> str:
+    """A quarter of the machine's memory (PostgreSQL's usual advice), between 256 MB and
+    2 GB. At a fixed 256 MB the indexes of a cohort of 500,000 no longer fitted, and each
+    batch's inserts went to the operating system for pages at random (docs/benchmarks.md,
+    the cohort at 1,000,000). The server touches its buffers as it uses them: a small
+    database costs little more memory either way."""
+    if total_bytes is None:
+        try:
+            total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+            return "256MB"
+    return f"{max(256, min(2048, total_bytes // (4 * 1024 * 1024)))}MB"
+
+
 # PostgreSQL settings for a developer box. Durability is kept intact: fsync,
 # synchronous_commit and full_page_writes stay at their (safe) defaults.
 PG_SETTINGS: Mapping[str, str] = {
     "max_connections": "200",
-    "shared_buffers": "256MB",
+    "shared_buffers": shared_buffers(),
     "work_mem": "8MB",
     "maintenance_work_mem": "128MB",
     "wal_level": "minimal",

@@ -185,3 +185,12 @@ async def test_topics_get_the_partitions_asked_for_or_the_catalogues(tmp_path: P
     assert set(one.values()) == {1}
     assert catalogue == {t.name: t.partitions for t in CATALOGUE}
     assert max(catalogue.values()) > 1
+
+
+def test_shared_buffers_are_a_quarter_of_memory_within_bounds() -> None:
+    from perlinsos_devruntime.embedded import shared_buffers
+
+    gib = 1024**3
+    assert shared_buffers(4 * gib) == "1024MB"
+    assert shared_buffers(1 * gib) == "256MB"  # never below the old fixed size
+    assert shared_buffers(64 * gib) == "2048MB"  # nor above 2 GB
