@@ -18,7 +18,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from perlinsos_shared.consumer import correlation_attributes
-from perlinsos_shared.telemetry import make_sampler, span_headers, span_record
+from perlinsos_shared.sampling import make_sampler
+from perlinsos_shared.trace_context import span_headers
+from perlinsos_shared.trace_export import span_record
 
 DATA = {
     "agency": "DISHUB",

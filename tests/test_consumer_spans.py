@@ -24,15 +24,10 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from perlinsos_shared.telemetry import (
-    ConsumerSpans,
-    ServiceTracerProvider,
-    context_from_headers,
-    make_sampler,
-    parent_from_headers,
-    span_headers,
-    span_record,
-)
+from perlinsos_shared.lean_spans import ConsumerSpans, ServiceTracerProvider
+from perlinsos_shared.sampling import make_sampler
+from perlinsos_shared.trace_context import context_from_headers, parent_from_headers, span_headers
+from perlinsos_shared.trace_export import span_record
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 ATTRIBUTES = {

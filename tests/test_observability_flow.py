@@ -43,7 +43,7 @@ from perlinsos_devruntime.agency import Listener, settled_run
 from perlinsos_devruntime.cohort import Submission, generate_cohort
 from perlinsos_devruntime.stack import Stack
 from perlinsos_shared.settings import Settings
-from perlinsos_shared.telemetry import ScrubbingSpanExporter, span_record
+from perlinsos_shared.trace_export import ScrubbingSpanExporter, span_record
 
 pytestmark = pytest.mark.flow
 

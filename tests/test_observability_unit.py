@@ -26,18 +26,10 @@ from perlinsos_cli.trace import build_tree, describe, find_trace_ids, load_spans
 from perlinsos_shared.consumer import correlation_attributes
 from perlinsos_shared.logs import JsonFormatter
 from perlinsos_shared.metrics import PlatformMetrics
-from perlinsos_shared.telemetry import (
-    JsonlSpanExporter,
-    _ascii_digits,
-    _scrub,
-    make_sampler,
-    scrub,
-    scrub_attributes,
-    span_headers,
-    span_record,
-    start_child_span,
-    start_linked_span,
-)
+from perlinsos_shared.sampling import make_sampler
+from perlinsos_shared.scrubbing import _ascii_digits, _scrub, scrub, scrub_attributes
+from perlinsos_shared.trace_context import span_headers, start_child_span, start_linked_span
+from perlinsos_shared.trace_export import JsonlSpanExporter, span_record
 
 NIK = "2171054507900003"
 PERSON = {"nik": "Siti " + NIK}

@@ -45,8 +45,8 @@ from perlinsos_shared.operator import (
     operator_producer,
     operator_settings,
 )
+from perlinsos_shared.scrubbing import scrub
 from perlinsos_shared.settings import Settings
-from perlinsos_shared.telemetry import scrub
 from perlinsos_shared.topics import CATALOGUE, DLQ_SUFFIX, Topic
 
 app = typer.Typer(help="Dead letters: list, show, redrive.", no_args_is_help=True)

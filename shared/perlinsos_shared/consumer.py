@@ -39,10 +39,12 @@ from pydantic import ValidationError
 
 from perlinsos_shared import db, inbox
 from perlinsos_shared.envelope import RawEnvelope, decode_message
+from perlinsos_shared.lean_spans import ConsumerSpans
 from perlinsos_shared.metrics import platform
 from perlinsos_shared.outbox import Outbox
-from perlinsos_shared.telemetry import ConsumerSpans, scrub, span_headers
+from perlinsos_shared.scrubbing import scrub
 from perlinsos_shared.topics import Topic
+from perlinsos_shared.trace_context import span_headers
 
 log = logging.getLogger("perlinsos.consumer")
 MAX_BATCH_LINKS = 128  # the SDK's default link limit per span

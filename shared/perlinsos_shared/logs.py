@@ -22,7 +22,7 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from perlinsos_shared.telemetry import scrub, scrub_value
+from perlinsos_shared.scrubbing import scrub, scrub_value
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 

@@ -104,7 +104,7 @@ def mask_personal(value: Any, field: str = "") -> Any:
     """A copy of a decoded event (or any JSON value) with personal data masked: NIKs and
     phones partly, names to initials, dates of birth, addresses and document numbers
     withheld; a NIK- or phone-shaped run in any other text is masked too."""
-    from perlinsos_shared.telemetry import scrub
+    from perlinsos_shared.scrubbing import scrub
 
     if isinstance(value, dict):
         return {k: mask_personal(v, k) for k, v in value.items()}

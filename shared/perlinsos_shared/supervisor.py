@@ -32,7 +32,7 @@ from typing import Any, Literal
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from perlinsos_shared.metrics import get_meter
-from perlinsos_shared.telemetry import scrub
+from perlinsos_shared.scrubbing import scrub
 
 log = logging.getLogger("perlinsos.supervisor")
 

@@ -46,8 +46,8 @@ from perlinsos_notify.store import (
     release_own_claims,
     seconds_until_due,
 )
+from perlinsos_shared.lean_spans import ConsumerSpans
 from perlinsos_shared.settings import Settings
-from perlinsos_shared.telemetry import ConsumerSpans
 
 log = logging.getLogger("perlinsos.notify")
 send_spans = ConsumerSpans("perlinsos.notify")

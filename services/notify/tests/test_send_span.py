@@ -19,7 +19,7 @@ from perlinsos_notify.delivery import Accepted, RetryPolicy, SendResult
 from perlinsos_notify.providers import Outgoing
 from perlinsos_notify.sender import Sender
 from perlinsos_notify.store import Claimed
-from perlinsos_shared.telemetry import ConsumerSpans, ServiceTracerProvider
+from perlinsos_shared.lean_spans import ConsumerSpans, ServiceTracerProvider
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -32,7 +32,7 @@ from perlinsos_shared.consumer import Incoming
 from perlinsos_shared.events import EligibilityDecided, ParticipantEnrolled, PaymentRecorded
 from perlinsos_shared.outbox import Outbox
 from perlinsos_shared.sql import insert_rows
-from perlinsos_shared.telemetry import coalesced_span_headers
+from perlinsos_shared.trace_context import coalesced_span_headers
 
 log = logging.getLogger("perlinsos.premium")
 
