@@ -10,13 +10,13 @@ binding says implementations SHOULD accept. A binary event becomes the same
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from uuid_utils import uuid7
 
 from perlinsos_shared.clock import now_local
 
@@ -32,8 +32,17 @@ DataT = TypeVar("DataT", bound=BaseModel)
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as text: every event's id, every decision's."""
-    return str(uuid.uuid4())
+    """A time-ordered (version 7, RFC 9562) UUID as text: every event's id, every decision's,
+    every participant's.
+
+    Ids made one after another sort one after another, so each index they key (the inbox,
+    the participants and decisions of every service, notify's messages) grows at its right
+    edge instead of touching a random page per row: with a table larger than the database's
+    buffers that is the difference between a page read per insert and none. The 48-bit
+    millisecond prefix says when the id was made, which the rows beside it say already;
+    the other 74 bits are random, so an id is no easier to guess.
+    """
+    return str(uuid7())
 
 
 class CloudEvent(BaseModel, Generic[DataT]):

@@ -8,7 +8,6 @@ submission starts its own trace). Used by the cohort run and the CSV import.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from perlinsos_shared.clock import now_local
-from perlinsos_shared.envelope import CONTENT_TYPE
+from perlinsos_shared.envelope import CONTENT_TYPE, new_id
 from perlinsos_shared.events import EnrolmentSubmitted
 from perlinsos_shared.signing import HEADER, AgencyKey, default_keys_dir, signing_key
 from perlinsos_shared.topics import INTAKE
@@ -32,7 +31,7 @@ def submission_event(agency: str, data: dict[str, Any]) -> bytes:
     return orjson.dumps(
         {
             "specversion": "1.0",
-            "id": str(uuid.uuid4()),
+            "id": new_id(),
             "source": f"agency/{agency}",
             "type": EnrolmentSubmitted.event_type,
             "time": now_local().isoformat(),
