@@ -58,6 +58,21 @@ class Received:
     fault: str
 
 
+def refusal(form: dict[str, str]) -> dict[str, Any] | None:
+    """Twilio's 400 answer to a message it would not take (no sender, a malformed `To`),
+    else None."""
+    to = form.get("To", "")
+    if not (form.get("From") or form.get("MessagingServiceSid")):
+        return {"code": 21603, "message": "A 'From' phone number is required.", "status": 400}
+    if not (to.startswith("+") and to[1:].isdigit() and 8 <= len(to) <= 16):
+        return {
+            "code": 21211,
+            "message": f"The 'To' number {to} is not a valid phone number.",
+            "status": 400,
+        }
+    return None
+
+
 @dataclass
 class FakeTwilio:
     account_sid: str = "AC" + "0" * 32
@@ -271,23 +286,9 @@ class FakeTwilio:
         if kind == "slow-lost":
             await asyncio.sleep(step.seconds or 5.0)
             return 500, {"code": 20500, "message": "Internal error", "status": 500}, []
-        to = form.get("To", "")
-        if not (form.get("From") or form.get("MessagingServiceSid")):
-            return (
-                400,
-                {"code": 21603, "message": "A 'From' phone number is required.", "status": 400},
-                [],
-            )
-        if not (to.startswith("+") and to[1:].isdigit() and 8 <= len(to) <= 16):
-            return (
-                400,
-                {
-                    "code": 21211,
-                    "message": f"The 'To' number {to} is not a valid phone number.",
-                    "status": 400,
-                },
-                [],
-            )
+        refused = refusal(form)
+        if refused is not None:
+            return 400, refused, []
         message = self._take(form)
         if kind == "slow":
             await asyncio.sleep(step.seconds or 5.0)
