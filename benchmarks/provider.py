@@ -12,7 +12,7 @@ path, Basic auth, form fields, the fake's own checks (`refusal`) and answer (`_t
 served by aiohttp's compiled HTTP parser instead of the fake's h11. The fake parses in
 pure Python, for scripted faults a test can step through; here it would be a second
 load on the two cores the system is measured on: at 1,000 SMS a second the h11 fake took
-about a quarter of a core. Twilio's servers are not on the machine that sends to them.
+0.4 of a core, this one 0.26-0.28 (docs/benchmarks.md). Twilio's servers are not on the machine that sends to them.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def new_id() -> str:
     edge instead of touching a random page per row: with a table larger than the database's
     buffers that is the difference between a page read per insert and none. The 48-bit
     millisecond prefix says when the id was made, which the rows beside it say already;
-    the other 74 bits are random, so an id is no easier to guess.
+    the rest is random, with a counter that keeps ids made within one millisecond in order.
+    Ids are keys, not secrets: nothing is authorised by knowing one.
     """
     return str(uuid7())
 
