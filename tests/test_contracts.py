@@ -226,8 +226,8 @@ def test_the_official_cloudevents_sdk_and_perlinsos_read_each_other() -> None:
 
 
 def test_event_ids_are_uuids_in_their_usual_form() -> None:
-    # Version 7 (RFC 9562): time-ordered, 74 random bits; any CloudEvents reader takes
-    # it as the opaque unique string the contract asks for.
+    # Version 7 (RFC 9562): a millisecond prefix, then random bits and a counter; any
+    # CloudEvents reader takes it as the opaque unique string the contract asks for.
     import uuid
 
     from perlinsos_shared.envelope import new_id

@@ -2,6 +2,8 @@
 
 import uuid
 
+from pydantic import BaseModel
+
 from perlinsos_shared.envelope import CloudEvent, new_id
 
 
@@ -12,8 +14,12 @@ def test_ids_made_later_sort_later() -> None:
     assert ids == sorted(ids)
 
 
+class _Data(BaseModel):
+    n: int
+
+
 def test_an_event_without_an_id_gets_one() -> None:
-    event = CloudEvent[object].model_validate(  # type: ignore[type-var]
-        {"source": "perlinsos/test", "type": "t", "data": None}
+    event = CloudEvent[_Data].model_validate(
+        {"source": "perlinsos/test", "type": "t", "data": {"n": 1}}
     )
     assert uuid.UUID(event.id).version == 7
