@@ -10,10 +10,11 @@ the gaps between them.
 
 A quicker loop than `make bench` while working on latency; the figures are the same kind,
 with the CPU seconds of every process per 1,000 people over the run (the fake provider's
-own, counted apart: it is not part of the system) and per second at rest before it, and the
-WAL bytes PostgreSQL wrote per person over the run. `--profile DIR` also samples every
-service with py-spy while it runs (as `make profile` does for the cohort) and prints each
-one's top costs; PostgreSQL is then started with `pg_stat_statements` and its top
+own and this process's, the agency and the SMS listener, counted apart: they are not part
+of the system, but they share its cores) and per second at rest before it, and the WAL
+bytes PostgreSQL wrote per person over the run. `--profile DIR` also samples every service
+with py-spy while it runs (as `make profile` does for the cohort) and prints each one's top
+costs; PostgreSQL is then started with `pg_stat_statements` and its top
 statements are printed too.
 """
 
@@ -31,6 +32,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from benchmarks import latency
 from benchmarks.provider import env as provider_env
@@ -162,15 +165,21 @@ def measure(rate: float, seconds: float, base: Path, profile: Path | None = None
         figures_idle = {k: round((after[k] - before[k]) / IDLE_S, 4) for k in after if k in before}
         before = cpu_seconds(pids)
         wal_before = asyncio.run(_wal_position(stack.database_url))
+        me = psutil.Process()
+        mine = sum(me.cpu_times()[:2])
         figures = asyncio.run(
             latency.steady(
                 stack.bootstrap_servers, people, rate, sms_log, max(120, 3 * seconds), sent_at
             )
         )
+        mine = sum(me.cpu_times()[:2]) - mine
         after = cpu_seconds(pids)
         wal_after = asyncio.run(_wal_position(stack.database_url))
         cpu = {k: (after[k] - before[k]) * 1000 / n for k in after if k in before}
         cpu["all (provider apart)"] = sum(v for k, v in cpu.items() if not k.startswith("provider"))
+        # the agency (signing, a span and a send per submission) and the SMS listener: this
+        # process, on the same cores, apart from the system like the provider
+        cpu["agency and listener (apart)"] = mine * 1000 / n
         figures["cpu_s_per_1000"] = {k: round(v, 3) for k, v in cpu.items()}
         figures["cpu_s_per_s_at_rest"] = figures_idle
         figures["wal_bytes_per_person"] = round((wal_after - wal_before) / n)

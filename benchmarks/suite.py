@@ -141,7 +141,7 @@ def run(opts: Options) -> dict[str, Any]:
                 log(f"table sizes not read: {exc!r}")
 
             if opts.million:
-                results["million"] = _million(stack, opts, sampler)
+                results["million"] = _million(stack, opts, sampler, provider)
 
             sampler.phase = "month close"
             log(f"month close of {opts.close_size:,}")
@@ -221,18 +221,54 @@ def _start_provider(tmp: Path) -> tuple[subprocess.Popen[str], str, latency.Prov
     return proc, url, latency.ProviderLog(out)
 
 
-def _million(stack: Stack, opts: Options, sampler: Sampler) -> dict[str, Any]:
+def _million(
+    stack: Stack, opts: Options, sampler: Sampler, provider: subprocess.Popen[str] | None
+) -> dict[str, Any]:
+    """The cohort at `opts.million`, with CPU seconds per process over the run: the stack's,
+    the Twilio-wire provider's (when the steady runs started it) and this process's own
+    (the agency publishing, the listener), all on the same cores."""
     log(f"million: generating {opts.million:,}")
     people = million.people(opts.million)
     asyncio.run(explain.reset_statements(stack.database_url))
     sampler.phase = "million"
     log("million: publishing and waiting")
+    pids = stack_pids(stack)
+    if provider is not None:
+        pids["provider (fake, apart)"] = provider.pid
+    me = psutil.Process()
+    wal_before = asyncio.run(_wal(stack.database_url))
+    before, mine = cpu_seconds(pids), sum(me.cpu_times()[:2])
     figures = asyncio.run(million.run_million(stack.bootstrap_servers, people, opts.timeout))
+    after = cpu_seconds(pids)
+    wal_after = asyncio.run(_wal(stack.database_url))
+    figures["wal"] = {k: wal_after[k] - wal_before[k] for k in wal_after}
+    cpu = {k: round(after[k] - before[k], 1) for k in after if k in before}
+    cpu["bench (agency + listener)"] = round(sum(me.cpu_times()[:2]) - mine, 1)
+    wall = figures.get("sms_s") or figures.get("decided_s") or opts.timeout
+    figures["cpu_s"] = cpu
+    figures["cpu_s_per_1000"] = {k: round(v * 1000 / len(people), 3) for k, v in cpu.items()}
+    figures["cores_busy"] = round(sum(cpu.values()) / wall, 2)
     del people
     log(f"million: {figures}")
     figures["hot_statements"] = asyncio.run(explain.hot_plans(stack.database_url))
     figures["large_tables"] = asyncio.run(explain.scans(stack.database_url))
     return figures
+
+
+async def _wal(admin_url: str) -> dict[str, int]:
+    """PostgreSQL's WAL so far (bytes, records, full-page images) and its checkpoints."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        wal = await conn.fetchrow("SELECT wal_bytes, wal_records, wal_fpi FROM pg_stat_wal")
+        done = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
+    finally:
+        await conn.close()
+    return {
+        "bytes": int(wal["wal_bytes"]),
+        "records": int(wal["wal_records"]),
+        "full_page_images": int(wal["wal_fpi"]),
+        "checkpoints": int(done),
+    }
 
 
 async def _close(admin_url: str, n: int) -> dict[str, Any]:

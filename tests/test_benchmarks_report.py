@@ -60,6 +60,27 @@ def test_only_the_generated_part_is_replaced(tmp_path: Path) -> None:
     assert text.count(report.BEGIN) == 1 and "| cohort / floor" in text
 
 
+def test_the_million_shows_its_cpu_against_what_seven_minutes_leave() -> None:
+    """1,000,000 in 7 minutes on 2 cores is 840 CPU s: 0.840 per 1,000 people."""
+    results = _results()
+    results["million"] = {
+        "people": 1_000_000, "published_s": 200.0, "decided_s": 790.0, "sms_s": 930.0,
+        "per_100k_rate_per_s": [1000, 1100], "last_to_first_rate": 1.1, "timed_out": False,
+        "cpu_s": {"registry": 500.0, "notify": 700.0},
+        "cpu_s_per_1000": {"registry": 0.5, "notify": 0.7}, "cores_busy": 1.29,
+        "wal": {"bytes": 15_000_000_000, "records": 1, "full_page_images": 2_500_000,
+                "checkpoints": 9},
+    }  # fmt: skip
+    text = "\n".join(report.markdown(results, "make bench").splitlines())
+    assert "| notify | 700.0 | 0.700 |" in text
+    assert "| all | 1,200.0 | 1.200 |" in text
+    assert "1.29 cores busy" in text
+    assert "leaves 0.840 CPU s per 1,000 people" in text
+    assert "15.0 GB of WAL" in text and "2.50 full-page images per person" in text
+    verdicts = {row[0]: row[3] for row in report.rows(results)}
+    assert verdicts["cohort of 1,000,000: all decided / every SMS"] == "MISSED"
+
+
 def test_a_whole_index_read_in_a_plan_is_flagged_like_a_sequential_scan() -> None:
     """The relay's batch before it read each row by key: a merge join whose outbox side
     was an index scan with no condition (the whole outbox, in id order)."""
