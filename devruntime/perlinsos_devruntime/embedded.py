@@ -85,7 +85,12 @@ PG_SETTINGS: Mapping[str, str] = {
     "max_wal_senders": "0",
     "wal_buffers": "16MB",
     "wal_compression": "on",
-    "max_wal_size": "2GB",
+    # A checkpoint starts once about half of this has been written since the last one, and
+    # each page changed after it goes to the WAL whole once more. At 2 GB the cohort of
+    # 300,000 (16 KB of WAL a person) made 4 checkpoints and 238,000 full-page images; at
+    # 8 GB 1 and 32,500, with 7% less CPU in PostgreSQL (docs/benchmarks.md). A ceiling a
+    # burst of hundreds of thousands reaches, not a size the WAL is kept at (min_wal_size).
+    "max_wal_size": "8GB",
     "min_wal_size": "256MB",
     "checkpoint_timeout": "15min",
     "checkpoint_completion_target": "0.9",
