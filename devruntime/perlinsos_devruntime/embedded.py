@@ -87,9 +87,10 @@ PG_SETTINGS: Mapping[str, str] = {
     "wal_compression": "on",
     # A checkpoint starts once about half of this has been written since the last one, and
     # each page changed after it goes to the WAL whole once more. At 2 GB the cohort of
-    # 300,000 (16 KB of WAL a person) made 4 checkpoints and 238,000 full-page images; at
-    # 8 GB 1 and 32,500, with 7% less CPU in PostgreSQL (docs/benchmarks.md). A ceiling a
-    # burst of hundreds of thousands reaches, not a size the WAL is kept at (min_wal_size).
+    # 300,000 (16 KB of WAL a person) made 4 checkpoints and 144,000-238,000 full-page
+    # images; at 8 GB 1 and 32,500-79,500, with 7-18% less CPU in PostgreSQL
+    # (docs/benchmarks.md). A ceiling a burst of hundreds of thousands reaches, not a size
+    # the WAL is kept at (min_wal_size).
     "max_wal_size": "8GB",
     "min_wal_size": "256MB",
     "checkpoint_timeout": "15min",
