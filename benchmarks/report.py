@@ -20,6 +20,7 @@ LAST_TO_FIRST = 0.80
 P99_AT_200_MS = 250
 RSS_MB = 200
 UP_S = 8.0
+FLAT_RUN_S = 300.0  # "latency flat over a 5-minute run"
 CLOSE_S = 10.0
 
 
@@ -104,7 +105,14 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if float(rate) <= 200:
             target, ok = f"p99 <= {P99_AT_200_MS} ms", lat["p99_ms"] <= P99_AT_200_MS
         else:
-            target, ok = "no backlog", _no_backlog(lat)
+            # the target is a flat latency over five minutes: a shorter run that kept up
+            # shows nothing about it (a backlog in a short run is one in a long run too)
+            target, ok = f"no backlog over {FLAT_RUN_S / 60:.0f} minutes", _no_backlog(lat)
+            if ok and lat["publish_s"] < FLAT_RUN_S - 1:
+                ok = None
+                measured += (
+                    f"; kept up, but a {FLAT_RUN_S / 60:.0f}-minute run (`--full`) judges it"
+                )
         out.append(
             (f"latency at {rate}/s, publish to SMS at the provider", measured, target, _verdict(ok))
         )
@@ -319,7 +327,8 @@ def _million_cpu(m: dict[str, Any], machine: dict[str, Any]) -> list[str]:
     wall = m.get("sms_s") or m.get("decided_s")
     out = [
         "",
-        f"CPU seconds per process over that run (until every SMS), and per 1,000 people"
+        f"CPU seconds per process over that run (until every SMS, or the time limit), and per"
+        f" 1,000 people"
         f" ({sum(cpu.values()):,.0f} CPU s in {_s(wall)}: {m['cores_busy']} cores busy on"
         f" average):",
         "",

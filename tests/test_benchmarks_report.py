@@ -39,6 +39,27 @@ def test_each_target_is_judged_from_the_figures() -> None:
     assert verdicts["`perlinsos up` until every service is ready"] == "met"
 
 
+def test_no_backlog_at_1000_is_judged_only_over_five_minutes() -> None:
+    """A 90 s run that kept up is not judged; one that did not is a miss however short."""
+
+    def verdict(seconds: float, lag_s: float) -> str:
+        n = int(1000 * seconds)
+        sent = {latency.phone(i): 1000.0 + i / 1000 for i in range(n)}
+        arrived = {p: t + 0.5 + lag_s * (t - 1000.0) / seconds for p, t in sent.items()}
+        results = _results()
+        results["latency"] = {
+            "1000": latency.summarise(sent, arrived, 1000, seconds, max(sent.values()))
+        }
+        return {row[0]: row[3] for row in report.rows(results)}[
+            "latency at 1000/s, publish to SMS at the provider"
+        ]
+
+    assert verdict(90, lag_s=0.0) == "-"
+    assert verdict(300, lag_s=0.0) == "met"
+    assert verdict(90, lag_s=8.0) == "MISSED"
+    assert verdict(300, lag_s=8.0) == "MISSED"
+
+
 def test_latency_is_measured_from_publish_to_the_provider() -> None:
     lat = latency.summarise(
         {"+a": 10.0, "+b": 10.0, "+c": 11.0}, {"+a": 10.2, "+b": 10.4}, 2, 1.0, 11.0
