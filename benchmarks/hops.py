@@ -33,8 +33,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from benchmarks import latency
 from benchmarks.provider import env as provider_env
 
@@ -100,20 +98,9 @@ def hops(
     return {k: _summary(gaps[k]) for k in names if k in gaps}
 
 
-async def _wal_position(database_url: str) -> int:
-    """PostgreSQL's WAL insert position in bytes (the WAL written between two readings)."""
-    import asyncpg
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
-    finally:
-        await conn.close()
-
-
 def measure(rate: float, seconds: float, base: Path, profile: Path | None = None) -> dict[str, Any]:
     from benchmarks import profile as profiling
-    from benchmarks.sampler import cpu_seconds, stack_pids
+    from benchmarks.sampler import cpu_seconds, own_cpu_seconds, postgres_wal, stack_pids
     from benchmarks.suite import _start_provider
     from perlinsos_devruntime import embedded
     from perlinsos_devruntime.embedded import free_port
@@ -164,17 +151,16 @@ def measure(rate: float, seconds: float, base: Path, profile: Path | None = None
         after = cpu_seconds(pids)
         figures_idle = {k: round((after[k] - before[k]) / IDLE_S, 4) for k in after if k in before}
         before = cpu_seconds(pids)
-        wal_before = asyncio.run(_wal_position(stack.database_url))
-        me = psutil.Process()
-        mine = sum(me.cpu_times()[:2])
+        wal_before = asyncio.run(postgres_wal(stack.database_url))["bytes"]
+        mine = own_cpu_seconds()
         figures = asyncio.run(
             latency.steady(
                 stack.bootstrap_servers, people, rate, sms_log, max(120, 3 * seconds), sent_at
             )
         )
-        mine = sum(me.cpu_times()[:2]) - mine
+        mine = own_cpu_seconds() - mine
         after = cpu_seconds(pids)
-        wal_after = asyncio.run(_wal_position(stack.database_url))
+        wal_after = asyncio.run(postgres_wal(stack.database_url))["bytes"]
         cpu = {k: (after[k] - before[k]) * 1000 / n for k in after if k in before}
         cpu["all (provider apart)"] = sum(v for k, v in cpu.items() if not k.startswith("provider"))
         # the agency (signing, a span and a send per submission) and the SMS listener: this

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import psutil
 
 from perlinsos_devruntime.stack import Stack
@@ -59,6 +60,29 @@ class Sampler:
             s["end_mb"] = round(rss, 1)
             s["by_phase_end_mb"][phase] = round(rss, 1)
         return out
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds so far of this process (the agency publishing, the
+    listener): not part of the system, but on the same cores."""
+    return float(sum(psutil.Process().cpu_times()[:2]))
+
+
+async def postgres_wal(admin_url: str) -> dict[str, int]:
+    """PostgreSQL's WAL so far (bytes, records, full-page images) and its checkpoints."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        wal = await conn.fetchrow("SELECT wal_bytes, wal_records, wal_fpi FROM pg_stat_wal")
+        # checkpoints performed (PostgreSQL 18; `num_timed` also counts those skipped)
+        done = await conn.fetchval("SELECT num_done FROM pg_stat_checkpointer")
+    finally:
+        await conn.close()
+    return {
+        "bytes": int(wal["wal_bytes"]),
+        "records": int(wal["wal_records"]),
+        "full_page_images": int(wal["wal_fpi"]),
+        "checkpoints": int(done),
+    }
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:

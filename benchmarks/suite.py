@@ -32,7 +32,7 @@ from rich.console import Console
 from benchmarks import explain, latency, machine, million
 from benchmarks.floor import run_floor
 from benchmarks.provider import env as provider_env
-from benchmarks.sampler import Sampler, cpu_seconds, stack_pids
+from benchmarks.sampler import Sampler, cpu_seconds, own_cpu_seconds, postgres_wal, stack_pids
 from perlinsos_cli.cohort_run import generate, run_cohort
 from perlinsos_devruntime.embedded import free_port
 from perlinsos_devruntime.stack import EMBEDDED_TOPIC_PARTITIONS, SERVICES, Stack
@@ -180,9 +180,8 @@ def _server_versions(stack: Stack) -> dict[str, str]:
 def _cohort(stack: Stack, subs: list[Any], timeout: float) -> dict[str, Any]:
     """The cohort as `make run` runs it, with CPU seconds per process over the run."""
     tune_gc()
-    me = psutil.Process()
     before = cpu_seconds(stack_pids(stack))
-    mine = sum(me.cpu_times()[:2])
+    mine = own_cpu_seconds()
     report = asyncio.run(
         run_cohort(
             stack.bootstrap_servers,
@@ -194,7 +193,7 @@ def _cohort(stack: Stack, subs: list[Any], timeout: float) -> dict[str, Any]:
     )
     after = cpu_seconds(stack_pids(stack))
     cpu = {k: round(after[k] - before[k], 2) for k in after if k in before}
-    cpu["bench (agency + listener)"] = round(sum(me.cpu_times()[:2]) - mine, 2)
+    cpu["bench (agency + listener)"] = round(own_cpu_seconds() - mine, 2)
     n = len(subs)
     return {
         "size": n,
@@ -235,15 +234,14 @@ def _million(
     pids = stack_pids(stack)
     if provider is not None:
         pids["provider (fake, apart)"] = provider.pid
-    me = psutil.Process()
-    wal_before = asyncio.run(_wal(stack.database_url))
-    before, mine = cpu_seconds(pids), sum(me.cpu_times()[:2])
+    wal_before = asyncio.run(postgres_wal(stack.database_url))
+    before, mine = cpu_seconds(pids), own_cpu_seconds()
     figures = asyncio.run(million.run_million(stack.bootstrap_servers, people, opts.timeout))
-    after = cpu_seconds(pids)
-    wal_after = asyncio.run(_wal(stack.database_url))
+    after, mine = cpu_seconds(pids), own_cpu_seconds() - mine
+    wal_after = asyncio.run(postgres_wal(stack.database_url))
     figures["wal"] = {k: wal_after[k] - wal_before[k] for k in wal_after}
     cpu = {k: round(after[k] - before[k], 1) for k in after if k in before}
-    cpu["bench (agency + listener)"] = round(sum(me.cpu_times()[:2]) - mine, 1)
+    cpu["bench (agency + listener)"] = round(mine, 1)
     wall = figures.get("sms_s") or figures.get("decided_s") or opts.timeout
     figures["cpu_s"] = cpu
     figures["cpu_s_per_1000"] = {k: round(v * 1000 / len(people), 3) for k, v in cpu.items()}
@@ -253,23 +251,6 @@ def _million(
     figures["hot_statements"] = asyncio.run(explain.hot_plans(stack.database_url))
     figures["large_tables"] = asyncio.run(explain.scans(stack.database_url))
     return figures
-
-
-async def _wal(admin_url: str) -> dict[str, int]:
-    """PostgreSQL's WAL so far (bytes, records, full-page images) and its checkpoints."""
-    conn = await asyncpg.connect(admin_url)
-    try:
-        wal = await conn.fetchrow("SELECT wal_bytes, wal_records, wal_fpi FROM pg_stat_wal")
-        # checkpoints performed (PostgreSQL 18; `num_timed` also counts those skipped)
-        done = await conn.fetchval("SELECT num_done FROM pg_stat_checkpointer")
-    finally:
-        await conn.close()
-    return {
-        "bytes": int(wal["wal_bytes"]),
-        "records": int(wal["wal_records"]),
-        "full_page_images": int(wal["wal_fpi"]),
-        "checkpoints": int(done),
-    }
 
 
 async def _close(admin_url: str, n: int) -> dict[str, Any]:

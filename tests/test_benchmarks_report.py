@@ -92,7 +92,7 @@ def test_the_million_shows_its_cpu_against_what_seven_minutes_leave() -> None:
         "wal": {"bytes": 15_000_000_000, "records": 1, "full_page_images": 2_500_000,
                 "checkpoints": 9},
     }  # fmt: skip
-    text = "\n".join(report.markdown(results, "make bench").splitlines())
+    text = report.markdown(results, "make bench")
     assert "| notify | 700.0 | 0.700 |" in text
     assert "| all | 1,200.0 | 1.200 |" in text
     assert "1.29 cores busy" in text
